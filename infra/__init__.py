@@ -1,0 +1,1 @@
+"""Embedded default services (`freshrec infra up|down|status`) and manifests for real clusters."""

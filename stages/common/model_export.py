@@ -1,0 +1,240 @@
+"""The model-export contract between the trainer, the publisher and serving. No pickle anywhere.
+
+An export is a directory:
+
+    manifest.json            format version, kind, sequence numbers, the model spec, metadata,
+                             and for every array file its dtype, shape and sha256
+    dense/<name>.npy         dense weights under canonical names (see reference_model.py)
+    embedding_ids.npy        uint64[k]        the ids of the rows below (unique)
+    embedding_rows.npy       float32[k, w]    w = ModelSpec.row_width
+    evicted_ids.npy          uint64[m]        ids removed since the base export (delta only)
+
+`kind` is "full" (the whole table) or "delta" (rows added or changed since export `base_seq`, and
+the ids evicted since then; dense weights are always complete). Arrays are written with
+`numpy.save(allow_pickle=False)` and read with `allow_pickle=False`. `read_export` checks every
+checksum and refuses a corrupt or incomplete export with ContractError.
+
+The trainer writes exports (one per few windows, sequence numbers 1, 2, ...; the first after a
+start is full); the publisher turns them into registry versions; serving applies them.
+
+Hand-off through MLflow (stages meet only through Kafka, Redis and MLflow): the trainer's run in
+the experiment `FRESHREC_MLFLOW_EXPERIMENT` carries the tag `freshrec.role=trainer`; each export
+is logged as the artifact directory `exports/<export_seq:08d>/`, and after the upload the run tag
+`freshrec.export_seq` is set to that number. A publisher lists the trainer runs, reads the tag,
+and downloads the exports it has not registered yet, in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from stages.common.criteo import N_CATS, N_DENSE
+from stages.common.errors import ContractError
+from stages.common.hashing import HASH_VERSION
+from stages.common.transform import TRANSFORM_VERSION
+
+EXPORT_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ARTIFACT_DIR = "exports"
+TAG_ROLE = "freshrec.role"
+TAG_EXPORT_SEQ = "freshrec.export_seq"
+
+
+def artifact_path(export_seq: int) -> str:
+    """Where export `export_seq` lives among the trainer run's artifacts."""
+    return f"{ARTIFACT_DIR}/{export_seq:08d}"
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_/")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the network looks like. Fixed for a model's lifetime, validated at construction."""
+
+    model_type: Literal["wide_deep", "dcn"]
+    embedding_dim: int
+    hidden_units: tuple[int, ...]
+    cross_layers: int = 0
+    n_dense: int = N_DENSE
+    n_fields: int = N_CATS
+    hash_version: int = HASH_VERSION
+    transform_version: int = TRANSFORM_VERSION
+
+    def __post_init__(self) -> None:
+        if self.model_type not in ("wide_deep", "dcn"):
+            raise ValueError(f"model_type must be wide_deep or dcn, got {self.model_type!r}")
+        if not 1 <= self.embedding_dim <= 1024:
+            raise ValueError(f"embedding_dim must be in 1..1024, got {self.embedding_dim}")
+        if any(u < 1 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.model_type == "dcn" and self.cross_layers < 1:
+            raise ValueError("a dcn model needs cross_layers >= 1")
+        object.__setattr__(self, "hidden_units", tuple(int(u) for u in self.hidden_units))
+
+    @property
+    def row_width(self) -> int:
+        """Floats per embedding row: the deep vector, plus the wide (linear) weight for W&D."""
+        return self.embedding_dim + (1 if self.model_type == "wide_deep" else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hidden_units": list(self.hidden_units)}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ModelSpec:
+        return ModelSpec(**{**data, "hidden_units": tuple(data["hidden_units"])})
+
+
+@dataclass(frozen=True)
+class ModelExport:
+    """One export. `meta` is JSON-able (window range, sample count, store position, metrics)."""
+
+    spec: ModelSpec
+    kind: Literal["full", "delta"]
+    export_seq: int
+    base_seq: int | None
+    dense: dict[str, npt.NDArray[np.float32]]
+    ids: npt.NDArray[np.uint64]
+    rows: npt.NDArray[np.float32]
+    evicted: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty(0, np.uint64))
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("full", "delta"):
+            raise ValueError(f"kind must be full or delta, got {self.kind!r}")
+        if (self.kind == "delta") != (self.base_seq is not None):
+            raise ValueError("a delta export needs base_seq; a full export has none")
+        if self.rows.shape != (len(self.ids), self.spec.row_width):
+            raise ValueError(
+                f"rows must be [{len(self.ids)}, {self.spec.row_width}], got {self.rows.shape}"
+            )
+        for name in self.dense:
+            if not name or set(name) - _NAME_OK:
+                raise ValueError(f"bad dense weight name {name!r}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_export(export: ModelExport, directory: Path) -> Path:
+    """Write `export` into `directory` (created; must be empty or absent). The manifest is
+    written last, so a directory without one is an incomplete export."""
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "embedding_ids.npy": np.ascontiguousarray(export.ids, dtype=np.uint64),
+        "embedding_rows.npy": np.ascontiguousarray(export.rows, dtype=np.float32),
+        "evicted_ids.npy": np.ascontiguousarray(export.evicted, dtype=np.uint64),
+    }
+    for name, value in export.dense.items():
+        arrays[f"dense/{name}.npy"] = np.ascontiguousarray(value, dtype=np.float32)
+    files = {}
+    for rel, array in arrays.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, array, allow_pickle=False)
+        files[rel] = {"dtype": str(array.dtype), "shape": list(array.shape), "sha256": _sha256(path)}
+    manifest = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "kind": export.kind,
+        "export_seq": export.export_seq,
+        "base_seq": export.base_seq,
+        "spec": export.spec.to_dict(),
+        "dense_names": sorted(export.dense),
+        "meta": export.meta,
+        "files": files,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return directory
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The parsed manifest; ContractError when missing, unreadable or of another version."""
+    path = directory / MANIFEST
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ContractError(f"{directory} is not a complete export: no {MANIFEST}") from None
+    except (OSError, ValueError) as exc:
+        raise ContractError(f"unreadable manifest {path}: {exc}") from None
+    if manifest.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise ContractError(
+            f"export format {manifest.get('format_version')!r} in {directory}; "
+            f"this build reads {EXPORT_FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def read_export(directory: Path) -> ModelExport:
+    """Load and verify an export: every file present, every sha256, dtype and shape as listed."""
+    manifest = read_manifest(directory)
+    loaded: dict[str, np.ndarray] = {}
+    for rel, info in manifest["files"].items():
+        path = directory / rel
+        if not path.is_file():
+            raise ContractError(f"export {directory} is incomplete: {rel} is missing")
+        if _sha256(path) != info["sha256"]:
+            raise ContractError(f"export {directory} is corrupt: {rel} fails its sha256 check")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise ContractError(f"export {directory}: {rel} is not a plain array: {exc}") from None
+        if str(array.dtype) != info["dtype"] or list(array.shape) != info["shape"]:
+            raise ContractError(f"export {directory}: {rel} has the wrong dtype or shape")
+        loaded[rel] = array
+    try:
+        return ModelExport(
+            spec=ModelSpec.from_dict(manifest["spec"]),
+            kind=manifest["kind"],
+            export_seq=int(manifest["export_seq"]),
+            base_seq=manifest["base_seq"],
+            dense={n: loaded[f"dense/{n}.npy"] for n in manifest["dense_names"]},
+            ids=loaded["embedding_ids.npy"],
+            rows=loaded["embedding_rows.npy"],
+            evicted=loaded["evicted_ids.npy"],
+            meta=manifest.get("meta", {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ContractError(f"export {directory} does not match its manifest: {exc}") from None
+
+
+def apply_delta(base: ModelExport, delta: ModelExport) -> ModelExport:
+    """The full model after `delta`: base rows minus evicted ids, then delta rows upserted.
+
+    `base` must be full and `delta.base_seq` must equal `base.export_seq` (ContractError
+    otherwise: deltas apply in order, none skipped). The result is full, with sorted ids and the
+    delta's sequence number, dense weights and meta.
+    """
+    if base.kind != "full":
+        raise ContractError("a delta applies onto a full model")
+    if delta.kind == "full":
+        return delta
+    if delta.base_seq != base.export_seq:
+        raise ContractError(
+            f"delta {delta.export_seq} applies onto {delta.base_seq}, not {base.export_seq}"
+        )
+    if delta.spec != base.spec:
+        raise ContractError("delta and base have different model specs")
+    keep = ~np.isin(base.ids, delta.evicted) & ~np.isin(base.ids, delta.ids)
+    ids = np.concatenate([base.ids[keep], delta.ids])
+    rows = np.concatenate([base.rows[keep], delta.rows])
+    order = np.argsort(ids, kind="stable")
+    return ModelExport(
+        spec=base.spec,
+        kind="full",
+        export_seq=delta.export_seq,
+        base_seq=None,
+        dense=dict(delta.dense),
+        ids=ids[order],
+        rows=rows[order],
+        meta=dict(delta.meta),
+    )

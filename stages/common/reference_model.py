@@ -1,0 +1,96 @@
+"""The forward pass of the exported models in NumPy: the definition the trainer must match.
+
+Inputs per row: dense x float32[13] (`transform.dense_transform`) and ids uint64[26]. Each id is
+looked up in the exported table; an id that is absent (never admitted, or evicted) uses the row
+of its field's fallback id (`hashing.fallback_ids`), and a fallback absent too uses zeros.
+Let E be the [26, d] deep part of the looked-up rows and x0 = concat(E.flatten(), x) (26*d + 13).
+
+Dense weight names (kernels are [in, out], biases [out]):
+    deep/<i>/kernel, deep/<i>/bias     the MLP on x0, ReLU after every layer, i = 0, 1, ...
+    head/kernel, head/bias             the output layer to one logit (no activation)
+    wide/kernel [13, 1], wide/bias [1] Wide&Deep only: the linear part on the dense features
+    cross/<l>/kernel [D, D], cross/<l>/bias [D]   DCN only, D = 26*d + 13
+
+Wide&Deep:  logit = head(deep(x0)) + sum_f wide_weight(id_f) + x @ wide/kernel + wide/bias,
+            where wide_weight is the last column of an embedding row (row_width = d + 1).
+DCN (DCN-v2, "full-matrix" cross network, parallel structure, Wang et al. 2021):
+            x_{l+1} = x0 * (x_l @ cross/<l>/kernel + cross/<l>/bias) + x_l,   x_0 = x0,
+            logit = head(concat(x_L, deep(x0))).
+The probability is sigmoid(logit). Computed in float64 for a stable reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from stages.common.hashing import fallback_ids
+from stages.common.model_export import ModelExport, ModelSpec
+
+
+def lookup_rows(
+    table_ids: npt.NDArray[np.uint64],
+    table_rows: npt.NDArray[np.float32],
+    ids: npt.NDArray[np.uint64],
+) -> npt.NDArray[np.float64]:
+    """Rows for ids uint64[n, F] -> float64[n, F, w]; `table_ids` sorted ascending.
+
+    An absent id falls back to its field's fallback row, or zeros when that is absent too.
+    """
+    n, n_fields = ids.shape
+    width = table_rows.shape[1]
+    fallback = fallback_ids(n_fields)
+    wanted = np.where(_present(table_ids, ids), ids, fallback[None, :])
+    present = _present(table_ids, wanted)
+    pos = np.searchsorted(table_ids, wanted)
+    pos = np.minimum(pos, max(len(table_ids) - 1, 0))
+    out = np.zeros((n, n_fields, width), dtype=np.float64)
+    if len(table_ids):
+        out[present] = table_rows[pos[present]]
+    return out
+
+
+def _present(table_ids: npt.NDArray[np.uint64], ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    if len(table_ids) == 0:
+        return np.zeros(ids.shape, dtype=np.bool_)
+    pos = np.minimum(np.searchsorted(table_ids, ids), len(table_ids) - 1)
+    return table_ids[pos] == ids
+
+
+def _mlp(spec: ModelSpec, dense: dict[str, np.ndarray], h: np.ndarray) -> np.ndarray:
+    for i in range(len(spec.hidden_units)):
+        h = np.maximum(h @ dense[f"deep/{i}/kernel"] + dense[f"deep/{i}/bias"], 0.0)
+    return h
+
+
+def logits(
+    spec: ModelSpec,
+    dense_weights: dict[str, npt.NDArray[np.float32]],
+    rows: npt.NDArray[np.float64],
+    x: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float64]:
+    """float64[n] logits from looked-up rows float[n, F, w] and dense inputs float[n, 13]."""
+    w = {k: np.asarray(v, dtype=np.float64) for k, v in dense_weights.items()}
+    d = spec.embedding_dim
+    n = rows.shape[0]
+    xd = np.asarray(x, dtype=np.float64)
+    x0 = np.concatenate([rows[:, :, :d].reshape(n, -1), xd], axis=1)
+    deep = _mlp(spec, w, x0)
+    if spec.model_type == "wide_deep":
+        out = deep @ w["head/kernel"] + w["head/bias"]
+        wide = rows[:, :, d].sum(axis=1, keepdims=True) + xd @ w["wide/kernel"] + w["wide/bias"]
+        return (out + wide)[:, 0]
+    xl = x0
+    for layer in range(spec.cross_layers):
+        xl = x0 * (xl @ w[f"cross/{layer}/kernel"] + w[f"cross/{layer}/bias"]) + xl
+    out = np.concatenate([xl, deep], axis=1) @ w["head/kernel"] + w["head/bias"]
+    return out[:, 0]
+
+
+def predict(
+    model: ModelExport, x: npt.NDArray[np.float32], ids: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.float64]:
+    """Click probabilities float64[n] of a full export (sorted ids) for model inputs."""
+    rows = lookup_rows(model.ids, model.rows, ids)
+    z = logits(model.spec, model.dense, rows, x)
+    return 1.0 / (1.0 + np.exp(-z))

@@ -1,0 +1,1 @@
+"""The features stage. See its README section and the core/adapters split in HOUSE_STYLE."""

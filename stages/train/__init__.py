@@ -1,0 +1,1 @@
+"""The train stage. See its README section and the core/adapters split in HOUSE_STYLE."""
