@@ -146,7 +146,7 @@ class CommonSettings(BaseSettings):
     @field_validator("prefect_api_url")
     @classmethod
     def _prefect(cls, value: str) -> str:
-        return _check_url(value, ("http", "https"), "PREFECT_API_URL")
+        return _check_url(value, ("http", "https"), "the Prefect API URL")
 
     @property
     def checkpoints(self) -> Path:
@@ -209,7 +209,8 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "?"
-            var = "PREFECT_API_URL" if field == "prefect_api_url" else f"{prefix}{field}".upper()
+            # An aliased field (PREFECT_API_URL) is reported under its alias, as given.
+            var = f"{prefix}{field}".upper() if field in cls.model_fields else field.upper()
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append(f"{var}: {message}")
         raise ConfigError("; ".join(problems)) from None
