@@ -1,0 +1,60 @@
+"""The demo's serving process: `freshrec serve` following the `latest` alias, and a query."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from flows.deployments import PROJECT_ROOT
+from stages.common.settings import CommonSettings
+
+
+def start(common: CommonSettings, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
+    """Start serving `common.model_name@latest` on 127.0.0.1:`port` (logs in `log_dir`)."""
+    freshrec = Path(sys.executable).with_name("freshrec")
+    return subprocess.Popen(
+        [str(freshrec), "serve", "--model", common.model_name, "--alias", "latest",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        stdout=(log_dir / "serve.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _rows(n: int) -> bytes:
+    from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
+
+    return b"\n".join(generate_rows(SyntheticConfig(seed=7), 0, n).rows)
+
+
+def query(port: int, timeout_s: float = 60.0) -> tuple[int | None, list[float]]:
+    """(version that answered, predictions) for a few synthetic rows; waits for a model."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(
+                f"{base}/predict", data=_rows(5), headers={"Content-Type": "text/plain"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body = json.loads(response.read())
+            with urllib.request.urlopen(f"{base}/version", timeout=10) as response:
+                version = json.loads(response.read()).get("version")
+            return (int(version) if version is not None else None), list(body["predictions"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(2)
+    return None, []
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop serving (SIGTERM, then SIGKILL after 10 s)."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -1,0 +1,167 @@
+"""One Prefect flow per stage. Each wraps the stage's Python entrypoint and holds no logic.
+
+Retries: features, train and publish are safe to restart (exactly-once watermarks in Redis, the
+trainer resumes from its checkpoint, the publisher registers only exports it has not registered),
+so they retry; ingest does not, because a retry would send a file's rows again.
+Long-running stages take `duration_s` (None = until cancelled): the flow sets the stage's stop
+event when it has passed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from stages.common.settings import CommonSettings, load_settings
+
+
+@contextmanager
+def _stop_after(duration_s: float | None) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    timer = threading.Timer(duration_s, stop.set) if duration_s else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield stop
+    finally:
+        if timer:
+            timer.cancel()
+
+
+def _as_dict(summary: object) -> dict[str, Any]:
+    if is_dataclass(summary) and not isinstance(summary, type):
+        return asdict(summary)
+    return dict(vars(summary)) if hasattr(summary, "__dict__") else {"result": summary}
+
+
+def _summary_artifact(key: str, title: str, summary: dict[str, Any]) -> None:
+    rows = [{"what": k, "value": str(v)} for k, v in summary.items() if not isinstance(v, list)]
+    create_table_artifact(key=key, table=rows, description=title)
+
+
+@flow(name="freshrec-ingest", retries=0, log_prints=True)
+def ingest_flow(
+    source: str = "synthetic",
+    rate: float | None = None,
+    limit: int | None = None,
+    loop: bool = False,
+    duration_s: float | None = None,
+) -> dict[str, Any]:
+    """Stream events from a Criteo file, `-` or `synthetic` into Kafka (see `freshrec ingest`)."""
+    from stages.ingest.run import IngestSettings, run_ingest
+
+    common = load_settings(CommonSettings)
+    with _stop_after(duration_s) as stop:
+        summary = run_ingest(
+            common,
+            load_settings(IngestSettings),
+            source if source in ("-", "synthetic") else Path(source),
+            rate=rate,
+            limit=limit,
+            loop=loop,
+            progress=False,
+            stop=stop,
+        )
+    result = _as_dict(summary)
+    get_run_logger().info("ingest finished: %s", result)
+    _summary_artifact("ingest-summary", f"Ingest of {source}", result)
+    return result
+
+
+@flow(name="freshrec-features", retries=3, retry_delay_seconds=10, log_prints=True)
+def features_flow(
+    duration_s: float | None = None, max_idle_s: float | None = None
+) -> dict[str, Any]:
+    """Run the Faust features worker: events topic -> Redis feature store, exactly once."""
+    from stages.features.run import FeaturesSettings, run_features
+
+    with _stop_after(duration_s) as stop:
+        summary = run_features(
+            load_settings(CommonSettings),
+            load_settings(FeaturesSettings),
+            stop=stop,
+            max_idle_s=max_idle_s,
+        )
+    result = _as_dict(summary)
+    get_run_logger().info("features worker stopped: %s", result)
+    _summary_artifact("features-summary", "Features worker", result)
+    return result
+
+
+@flow(name="freshrec-train", retries=3, retry_delay_seconds=10, log_prints=True)
+def train_flow(
+    replay: str | None = None,
+    max_windows: int | None = None,
+    duration_s: float | None = None,
+) -> dict[str, Any]:
+    """Run the resident trainer (or one replay pass over a file); metrics per window as a table."""
+    from stages.train.loop import run_trainer
+    from stages.train.settings import TrainSettings
+
+    common = load_settings(CommonSettings)
+    with _stop_after(duration_s) as stop:
+        summary = run_trainer(
+            common,
+            load_settings(TrainSettings),
+            replay=Path(replay) if replay else None,
+            max_windows=max_windows,
+            stop=stop,
+        )
+    result = _as_dict(summary)
+    windows = result.pop("windows", None) or []
+    if windows:
+        create_table_artifact(
+            key="train-progressive-metrics",
+            table=[_as_dict(w) for w in windows][-200:],
+            description="Progressive validation per window (scored before training on it).",
+        )
+    run_id = result.get("mlflow_run_id")
+    if run_id:
+        create_link_artifact(
+            key="train-mlflow-run",
+            link=f"{common.mlflow_tracking_uri}/#/experiments/0/runs/{run_id}",
+            link_text="MLflow run of this trainer",
+        )
+    _summary_artifact("train-summary", "Trainer", result)
+    return result
+
+
+@flow(name="freshrec-publish", retries=3, retry_delay_seconds=10, log_prints=True)
+def publish_flow(
+    once: bool = True, interval_s: float | None = None, duration_s: float | None = None
+) -> dict[str, Any]:
+    """Register the trainer's new exports as model versions; move `latest`/`production`."""
+    from stages.publish.run import PublishSettings, run_publisher
+
+    common = load_settings(CommonSettings)
+    with _stop_after(duration_s) as stop:
+        summary = run_publisher(
+            common, load_settings(PublishSettings), once=once, interval_s=interval_s, stop=stop
+        )
+    result = _as_dict(summary)
+    versions = result.get("versions") or []
+    if versions:
+        lines = [f"- version {v}" for v in versions]
+        create_markdown_artifact(
+            key="publish-versions",
+            markdown=f"## Registered versions of `{common.model_name}`\n" + "\n".join(lines)
+            + f"\n\n[Model registry]({common.mlflow_tracking_uri}/#/models/{common.model_name})",
+        )
+    _summary_artifact("publish-summary", "Publisher", result)
+    return result
+
+
+FLOWS = {
+    "ingest": ingest_flow,
+    "features": features_flow,
+    "train": train_flow,
+    "publish": publish_flow,
+}
