@@ -107,8 +107,11 @@ def _start_worker(common: CommonSettings, pool: str, log_dir: Path) -> subproces
 async def _trigger(stage: str, parameters: dict[str, Any]) -> UUID:
     from prefect.deployments import run_deployment
 
-    run = await run_deployment(deployment_name(stage), parameters=parameters, timeout=0)
-    return run.id
+    run = await run_deployment(  # type: ignore[misc]  # async_dispatch confuses mypy
+        deployment_name(stage), parameters=parameters, timeout=0
+    )
+    run_id: UUID = run.id
+    return run_id
 
 
 async def _states(run_ids: dict[str, UUID]) -> dict[str, str]:

@@ -78,10 +78,11 @@ def deploy(stage: str, pool: str = DEFAULT_POOL, paused: bool = False) -> UUID:
     spec = SPECS[stage]
     asyncio.run(ensure_work_pool(pool))
     entrypoint = f"flows/stages.py:{FLOWS[stage].fn.__name__}"
-    flow = FLOWS[stage].from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint)
+    # Prefect's sync/async dual functions type as a union with a coroutine; here they are sync.
+    flow: Any = FLOWS[stage].from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint)
     # Flow.deploy() of Prefect 3.8.8 fails against its own server (its worker lookup sends
     # limit=None, answered 422), so build the deployment and apply it ourselves.
-    deployment = flow.to_deployment(
+    deployment: Any = flow.to_deployment(
         name=stage,
         parameters=spec.parameters,
         interval=spec.interval_s,

@@ -63,7 +63,7 @@ def store_counters(common: CommonSettings) -> dict[str, int]:
             raw = client.hgetall(keys.counters(common.redis_namespace))
         finally:
             client.close()
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     except Exception as exc:
         log.debug("redis probe failed: %s", exc)
         return {}

@@ -16,7 +16,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from stages.common.settings import CommonSettings, load_settings
@@ -159,7 +159,7 @@ def publish_flow(
     return result
 
 
-FLOWS = {
+FLOWS: dict[str, Flow[..., dict[str, Any]]] = {
     "ingest": ingest_flow,
     "features": features_flow,
     "train": train_flow,
