@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stages.common.errors import ConfigError
 
@@ -56,6 +56,12 @@ class CommonSettings(BaseSettings):
     state_dir: Path = Field(
         Path(".freshrec"),
         description="Directory for local state: service data and logs, pid files, checkpoints.",
+    )
+    embed: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Services `freshrec infra up` starts itself even though their address is set "
+        "(comma-separated: kafka,redis,mlflow,prefect), e.g. to run the embedded ones on other "
+        "loopback ports.",
     )
     checkpoint_dir: Path | None = Field(
         None, description="Trainer checkpoints; default: <state_dir>/checkpoints."
@@ -118,6 +124,17 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("PREFECT_API_URL", "FRESHREC_PREFECT_API_URL"),
         description="Prefect server API URL (the standard PREFECT_API_URL variable).",
     )
+
+    @field_validator("embed", mode="before")
+    @classmethod
+    def _embed(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        names = frozenset(value)  # type: ignore[arg-type]
+        unknown = names - {"kafka", "redis", "mlflow", "prefect"}
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}: use kafka, redis, mlflow, prefect")
+        return names
 
     @field_validator("kafka_bootstrap")
     @classmethod
