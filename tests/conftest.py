@@ -13,10 +13,17 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from infra.services.ports import free_port  # noqa: E402
 
 __all__ = ["CRITEO_DIR", "free_port"]
+
+# Timing is not what hypothesis tests check here, and the 2-core CI box is often busy.
+settings.register_profile(
+    "freshrec", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=60
+)
+settings.load_profile("freshrec")
 
 # The shared data lives beside the repository: /work/shared/data/criteo for /work/main.
 CRITEO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "criteo"
