@@ -6,6 +6,7 @@
 # Uses uv (installed with pip when missing) with infra/constraints.txt, the versions tested
 # together. Horovod has no wheel: with the train stage it is built from source with Gloo for the
 # CPU (about 3 minutes the first time; uv caches the built wheel, so later installs take seconds).
+# Bytecode is compiled at install time: MLflow, Prefect and TensorFlow start much faster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-all}"
@@ -25,7 +26,7 @@ if [ ! -x "$venv/bin/python" ]; then
   uv venv --quiet --python "$py" "$venv"
 fi
 log "installing freshrec[$extras] into $venv"
-uv pip install --quiet -p "$venv" -c infra/constraints.txt -e ".[$extras]" "cmake<4"
+uv pip install --quiet --compile-bytecode -p "$venv" -c infra/constraints.txt -e ".[$extras]" "cmake<4"
 
 case ",$extras," in
   *,all,*|*,dev,*|*,train,*)
