@@ -95,13 +95,17 @@ def trainer_metrics(common: CommonSettings) -> dict[str, float]:
 
 
 def registry_state(common: CommonSettings) -> tuple[int | None, int | None, int | None]:
-    """(number of versions, version under `latest`, version under `production`)."""
+    """(number of versions, the newest version, version under `production`).
+
+    MLflow reserves the alias name `latest`: it means the newest version (as in serving).
+    """
     try:
         client = _mlflow_client(common)
         versions = client.search_model_versions(f"name = '{common.model_name}'")
         model = client.get_registered_model(common.model_name)
         aliases = {k: int(v) for k, v in (model.aliases or {}).items()}
-        return len(versions), aliases.get("latest"), aliases.get("production")
+        newest = max((int(v.version) for v in versions), default=None)
+        return len(versions), newest, aliases.get("production")
     except Exception as exc:
         log.debug("registry probe failed: %s", exc)
         return None, None, None

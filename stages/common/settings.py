@@ -130,7 +130,9 @@ class CommonSettings(BaseSettings):
     def _embed(cls, value: object) -> object:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        names = frozenset(value)  # type: ignore[arg-type]
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            raise ValueError("expected a comma-separated list of service names")
+        names = frozenset(str(v) for v in value)
         unknown = names - {"kafka", "redis", "mlflow", "prefect"}
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}: use kafka, redis, mlflow, prefect")

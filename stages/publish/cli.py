@@ -1,9 +1,84 @@
-"""`freshrec publish` commands (imports nothing heavy at import time)."""
+"""`freshrec publish`, `freshrec publish rollback`, `freshrec serve`, `freshrec evaluate`.
+
+Imports nothing heavy at import time: MLflow, Starlette and uvicorn load inside the commands.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the `freshrec` application."""
+    publish = typer.Typer(
+        invoke_without_command=True, no_args_is_help=False,
+        help="Register trainer exports as model versions (full / delta) and move the aliases.",
+    )
+
+    @publish.callback()
+    def publish_main(
+        ctx: typer.Context,
+        once: bool = typer.Option(False, "--once", help="Run one cycle and exit."),
+        interval: float | None = typer.Option(None, "--interval", help="Seconds between cycles."),
+    ) -> None:
+        if ctx.invoked_subcommand is not None:
+            return
+        from stages.common.settings import CommonSettings, load_settings
+        from stages.publish.publisher import run_publisher
+        from stages.publish.settings import PublishSettings
+
+        summary = run_publisher(load_settings(CommonSettings), load_settings(PublishSettings),
+                                once=once, interval_s=interval)
+        typer.echo(json.dumps(summary.__dict__))
+
+    @publish.command("rollback")
+    def rollback() -> None:
+        """Move `production` back to the previous production version."""
+        from stages.common.settings import CommonSettings, load_settings
+        from stages.publish.registry import Registry
+
+        before, after = Registry(load_settings(CommonSettings)).rollback()
+        typer.echo(json.dumps({"production": {"from": before, "to": after}}))
+
+    app.add_typer(publish, name="publish")
+
+    @app.command("serve")
+    def serve(
+        model: str | None = typer.Option(None, "--model", help="Registered model (default: "
+                                          "FRESHREC_MODEL_NAME)."),
+        alias: str = typer.Option("production", "--alias", help="Alias to follow."),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8000, "--port", min=1, max=65535),
+    ) -> None:
+        """Serve predictions for raw Criteo rows with the version under an alias."""
+        import uvicorn
+
+        from stages.common.settings import CommonSettings, load_settings
+        from stages.publish.registry import Registry
+        from stages.publish.serving import ModelFollower, create_app
+        from stages.publish.settings import PublishSettings
+
+        common = load_settings(CommonSettings, **({"model_name": model} if model else {}))
+        settings = load_settings(PublishSettings)
+        work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "serve"
+        work.mkdir(parents=True, exist_ok=True)
+        follower = ModelFollower(Registry(common), alias, work, settings.serve_poll_s)
+        uvicorn.run(create_app(follower, settings), host=host, port=port)
+
+    @app.command("evaluate")
+    def evaluate(
+        model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/"
+                                  "VERSION, or an export directory / directory of exports."),
+        data: Path = typer.Option(..., "--data", help="Labelled Criteo TSV (.gz ok)."),
+    ) -> None:
+        """Print AUC, logloss, NE, calibration and count of a model on a file (one JSON line)."""
+        from stages.common.settings import CommonSettings, load_settings
+        from stages.publish.evaluate import evaluate_file, load_model
+
+        loaded = load_model(load_settings(CommonSettings), model)
+        metrics, skipped = evaluate_file(loaded, data)
+        typer.echo(json.dumps({**metrics.to_dict(), "skipped": skipped, "model": model,
+                               "version": loaded.version or None}))

@@ -1,0 +1,222 @@
+"""Decisions of the publisher and of serving: full or delta, the tags, the gate, the chain.
+
+Registry versions carry their own sequence (`publish_seq`, 1, 2, ...): the registered export of
+a version has `export_seq = publish_seq` and a delta's `base_seq` is the publish_seq of the
+version it applies onto, whose registry version number is the tag `freshrec.base_version`.
+`freshrec.chain_pos` counts versions since the last full one (0 for a full version).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from stages.common.errors import ContractError
+
+TAG = "freshrec."
+T_KIND = TAG + "kind"
+T_PUBLISH_SEQ = TAG + "publish_seq"
+T_BASE_VERSION = TAG + "base_version"
+T_CHAIN_POS = TAG + "chain_pos"
+T_RUN_ID = TAG + "trainer_run_id"
+T_EXPORT_SEQ = TAG + "export_seq"
+T_EXPORT_SEQ_FIRST = TAG + "export_seq_first"
+T_WINDOW_FIRST = TAG + "window_first"
+T_WINDOW_LAST = TAG + "window_last"
+T_SAMPLES = TAG + "samples"
+T_STORE_POSITION = TAG + "store_position"
+T_AUC = TAG + "progressive_auc"
+T_LOGLOSS = TAG + "progressive_logloss"
+T_MAX_EVENT_MS = TAG + "max_event_time_ms"
+T_MANIFEST_SHA = TAG + "manifest_sha256"
+T_PUBLISHED_MS = TAG + "published_at_ms"
+T_GATE = TAG + "gate"
+# On the registered model: production versions, oldest first, comma-separated (for rollback).
+T_PRODUCTION_HISTORY = TAG + "production_history"
+HISTORY_LIMIT = 50
+
+Kind = Literal["full", "delta"]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the publisher and serving need to know about one registry version (from its tags)."""
+
+    version: int
+    kind: Kind
+    publish_seq: int
+    base_version: int | None
+    chain_pos: int
+    run_id: str
+    export_seq: int
+    manifest_sha256: str
+    progressive_auc: float | None = None
+    max_event_time_ms: int | None = None
+
+
+def _opt_float(value: str | None) -> float | None:
+    if value in (None, "", "none"):
+        return None
+    number = float(value)  # type: ignore[arg-type]
+    return None if math.isnan(number) else number
+
+
+def parse_version(version: int, tags: dict[str, str]) -> VersionInfo:
+    """VersionInfo from a version's tags; ContractError naming the tag when one is missing."""
+    try:
+        kind = tags[T_KIND]
+        if kind not in ("full", "delta"):
+            raise ContractError(f"version {version}: {T_KIND} is {kind!r}, not full or delta")
+        base = tags.get(T_BASE_VERSION)
+        max_ms = tags.get(T_MAX_EVENT_MS)
+        return VersionInfo(
+            version=int(version),
+            kind="full" if kind == "full" else "delta",
+            publish_seq=int(tags[T_PUBLISH_SEQ]),
+            base_version=int(base) if base not in (None, "", "none") else None,
+            chain_pos=int(tags[T_CHAIN_POS]),
+            run_id=tags[T_RUN_ID],
+            export_seq=int(tags[T_EXPORT_SEQ]),
+            manifest_sha256=tags[T_MANIFEST_SHA],
+            progressive_auc=_opt_float(tags.get(T_AUC)),
+            max_event_time_ms=int(max_ms) if max_ms not in (None, "", "none") else None,
+        )
+    except KeyError as exc:
+        raise ContractError(
+            f"version {version} is not a freshrec version: tag {exc.args[0]} is missing"
+        ) from None
+    except ValueError as exc:
+        raise ContractError(f"version {version} has a malformed tag: {exc}") from None
+
+
+def next_kind(last: VersionInfo | None, needs_full: bool, full_every: int) -> Kind:
+    """Full for the first version, when the chain is broken (`needs_full`), and for every
+    `full_every`-th version (chain positions 0, 1, ..., full_every - 1, then 0 again)."""
+    if last is None or needs_full or last.chain_pos + 1 >= full_every:
+        return "full"
+    return "delta"
+
+
+def _meta_str(meta: dict[str, Any], key: str) -> str:
+    value = meta.get(key)
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def version_tags(
+    *,
+    kind: Kind,
+    publish_seq: int,
+    base_version: int | None,
+    chain_pos: int,
+    run_id: str,
+    export_seq_first: int,
+    export_seq: int,
+    first_meta: dict[str, Any],
+    meta: dict[str, Any],
+    manifest_sha256: str,
+    published_at_ms: int,
+) -> dict[str, str]:
+    """The tags of a new version. `first_meta`/`meta`: trainer meta of the first and the last
+    export folded into it (window range = first window of the first .. last of the last).
+    Absent metrics are written as "none"."""
+    windows_first = first_meta.get("windows") or [None, None]
+    windows_last = meta.get("windows") or [None, None]
+    tags = {
+        T_KIND: kind,
+        T_PUBLISH_SEQ: str(publish_seq),
+        T_CHAIN_POS: str(chain_pos),
+        T_RUN_ID: run_id,
+        T_EXPORT_SEQ_FIRST: str(export_seq_first),
+        T_EXPORT_SEQ: str(export_seq),
+        T_WINDOW_FIRST: _meta_str({"w": windows_first[0]}, "w"),
+        T_WINDOW_LAST: _meta_str({"w": windows_last[-1]}, "w"),
+        T_SAMPLES: _meta_str(meta, "samples"),
+        T_STORE_POSITION: _meta_str(meta, "store_position"),
+        T_AUC: _meta_str(meta, "progressive_auc"),
+        T_LOGLOSS: _meta_str(meta, "progressive_logloss"),
+        T_MAX_EVENT_MS: _meta_str(meta, "max_event_time_ms"),
+        T_MANIFEST_SHA: manifest_sha256,
+        T_PUBLISHED_MS: str(published_at_ms),
+    }
+    if base_version is not None:
+        tags[T_BASE_VERSION] = str(base_version)
+    return tags
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether `production` may move to the candidate, and why (for a tag and the log)."""
+
+    passed: bool
+    reason: str
+
+
+def quality_gate(
+    candidate_auc: float | None, production: VersionInfo | None, tolerance: float
+) -> GateDecision:
+    """Pass when there is no production version, when production has no AUC to compare, or
+    when `candidate_auc >= production_auc - tolerance`. A candidate without an AUC fails
+    against a production version that has one."""
+    if production is None:
+        return GateDecision(True, "no production version yet")
+    if production.progressive_auc is None:
+        return GateDecision(True, f"production v{production.version} has no progressive AUC")
+    if candidate_auc is None:
+        return GateDecision(False, "the candidate has no progressive AUC")
+    floor = production.progressive_auc - tolerance
+    if candidate_auc >= floor:
+        return GateDecision(
+            True, f"AUC {candidate_auc:.5f} >= {floor:.5f} (production v{production.version})"
+        )
+    return GateDecision(
+        False, f"AUC {candidate_auc:.5f} < {floor:.5f} (production v{production.version})"
+    )
+
+
+def push_history(history: str | None, version: int) -> str:
+    """The production history tag after `version` became production (bounded length)."""
+    items = [v for v in (history or "").split(",") if v]
+    if not items or items[-1] != str(version):
+        items.append(str(version))
+    return ",".join(items[-HISTORY_LIMIT:])
+
+
+def pop_history(history: str | None, current: int | None) -> tuple[int, str]:
+    """Rollback: the previous production version and the history without the current one.
+
+    ContractError when there is no earlier production version to go back to."""
+    items = [v for v in (history or "").split(",") if v]
+    if current is not None and items and items[-1] == str(current):
+        items.pop()
+    if not items:
+        raise ContractError("no earlier production version to roll back to")
+    return int(items[-1]), ",".join(items)
+
+
+def serving_chain(
+    target: int, info: Callable[[int], VersionInfo], have: int | None, limit: int = 10_000
+) -> list[VersionInfo]:
+    """The versions to apply, in order, to reach `target`: from its last full version, or from
+    just after `have` (the version already materialized) when `have` is on target's chain.
+
+    Returns [] when `target == have`. ContractError on a chain longer than `limit` or with a
+    delta whose base is missing.
+    """
+    chain: list[VersionInfo] = []
+    version: int | None = target
+    while version is not None and version != have:
+        current = info(version)
+        chain.append(current)
+        if current.kind == "full":
+            break
+        if current.base_version is None:
+            raise ContractError(f"delta version {version} names no base version")
+        if len(chain) > limit:
+            raise ContractError(f"the chain of version {target} is longer than {limit}")
+        version = current.base_version
+    return chain[::-1]

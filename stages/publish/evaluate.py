@@ -1,0 +1,139 @@
+"""`freshrec evaluate`: score a labelled Criteo-format file with a registry version or an export.
+
+Model URIs: `models:/NAME@ALIAS`, `models:/NAME/VERSION` (materialized from the registry, every
+checksum verified), or a local directory: an export (with manifest.json; must be full) or a
+directory of exports (trainer layout: one sub-directory per export): the newest full export
+with the deltas after it applied in order; or a trainer checkpoint directory (sub-directories
+`ckpt-*/state.json`): the newest checkpoint's `run_id`, `last_full_seq` and `export_seq` name
+the trainer exports in MLflow that hold the same model (the engine state itself needs
+TensorFlow, which evaluation does not load). That reads the train stage's state.json fields
+(version 1): a file contract, not an import.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from stages.common.criteo import row_error
+from stages.common.errors import ContractError, PublishError
+from stages.common.model_export import MANIFEST, ModelExport, apply_delta, read_export
+from stages.common.settings import CommonSettings
+from stages.publish.core.metrics import EvalMetrics, evaluate_predictions
+from stages.publish.core.requests import rows_to_inputs
+from stages.publish.loaded import LoadedModel, sorted_full
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+CHUNK = 20_000
+
+
+def load_export_dir(directory: Path) -> ModelExport:
+    """The full model in an export directory or a directory of exports (see module doc)."""
+    if (directory / MANIFEST).is_file():
+        export = read_export(directory)
+        if export.kind != "full":
+            raise ContractError(f"{directory} is a delta export; pass the directory of exports")
+        return sorted_full(export)
+    exports = sorted(
+        (read_export(p) for p in directory.iterdir() if (p / MANIFEST).is_file()),
+        key=lambda e: e.export_seq,
+    )
+    fulls = [i for i, e in enumerate(exports) if e.kind == "full"]
+    if not fulls:
+        raise ContractError(f"{directory} holds no full export")
+    model = sorted_full(exports[fulls[-1]])
+    for delta in exports[fulls[-1] + 1 :]:
+        model = apply_delta(model, delta)
+    return model
+
+
+def load_checkpoint_dir(common: CommonSettings, directory: Path) -> ModelExport:
+    """The model of the newest trainer checkpoint under `directory`, from its MLflow exports."""
+    states = sorted(directory.glob("ckpt-*/state.json"))
+    if not states:
+        raise PublishError(f"{directory} holds no export, exports or checkpoints (ckpt-*/)")
+    try:
+        state = json.loads(states[-1].read_text())
+        run_id, first, last = state["run_id"], int(state["last_full_seq"]), int(state["export_seq"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ContractError(f"unreadable checkpoint state {states[-1]}: {exc}") from None
+    if not run_id or first < 1 or last < first:
+        raise PublishError(f"checkpoint {states[-1].parent.name} has no export to evaluate yet")
+    from stages.publish.registry import Registry
+
+    registry = Registry(common)
+    with tempfile.TemporaryDirectory() as work:
+        model = sorted_full(registry.trainer_export(run_id, first, Path(work)))
+        for seq in range(first + 1, last + 1):
+            model = apply_delta(model, registry.trainer_export(run_id, seq, Path(work)))
+    return model
+
+
+def load_model(common: CommonSettings, uri: str) -> LoadedModel:
+    """The model named by `uri` (see module doc); PublishError when it cannot be found."""
+    match = _URI.match(uri)
+    if match is None:
+        path = Path(uri)
+        if not path.is_dir():
+            raise PublishError(
+                f"{uri!r} is neither models:/NAME@ALIAS, models:/NAME/VERSION nor a directory"
+            )
+        if (path / MANIFEST).is_file() or any(path.glob(f"*/{MANIFEST}")):
+            return LoadedModel(load_export_dir(path), "", "full", 0)
+        return LoadedModel(load_checkpoint_dir(common, path), "", "full", 0)
+    from stages.publish.registry import Registry
+
+    registry = Registry(common.model_copy(update={"model_name": match["name"]}))
+    version = int(match["version"]) if match["version"] else None
+    if version is None:
+        version = registry.alias_version(match["alias"])
+        if version is None:
+            raise PublishError(f"model {match['name']} has no alias {match['alias']!r}")
+    with tempfile.TemporaryDirectory() as work:
+        export = registry.materialize(version, Path(work))
+    return LoadedModel(export, str(version), "full", 0)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        yield from handle
+
+
+def evaluate_file(model: LoadedModel, data: Path) -> tuple[EvalMetrics, int]:
+    """Metrics over the valid labelled rows of `data` (.gz read as gzip) and the number of
+    rows skipped as malformed. PublishError when the file is missing or has no valid row."""
+    if not data.is_file():
+        raise PublishError(f"no data file {data}")
+    labels: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    skipped = 0
+    chunk: list[bytes] = []
+
+    def flush() -> None:
+        inputs = rows_to_inputs(chunk, len(chunk))
+        labels.append(inputs.label)
+        probs.append(model.predict(inputs))
+        chunk.clear()
+
+    for line in _lines(data):
+        row = line.rstrip(b"\r\n")
+        if not row:
+            continue
+        if row_error(row) is not None:
+            skipped += 1
+            continue
+        chunk.append(row)
+        if len(chunk) >= CHUNK:
+            flush()
+    if chunk:
+        flush()
+    if not labels:
+        raise PublishError(f"{data} has no valid labelled Criteo row ({skipped} malformed)")
+    return evaluate_predictions(np.concatenate(labels), np.concatenate(probs)), skipped

@@ -1,0 +1,188 @@
+"""The publisher loop: trainer exports (MLflow runs) -> registry versions, aliases, the gate.
+
+Each cycle downloads the trainer exports not folded yet (in order), folds them
+(`core.merge.fold`) and, when anything was folded, registers ONE version: full (first, every
+K-th, after a trainer restart) or the merged delta since the previous version. `latest` moves to
+it (MLflow reserves that alias: it resolves to the newest version); `production` moves when the quality gate passes. On start the publisher rebuilds what it
+holds from the registry (the last version's chain), so a restart continues the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stages.common.errors import ContractError, FreshrecError
+from stages.common.model_export import ModelExport, write_export
+from stages.common.settings import CommonSettings
+from stages.publish.core import plan
+from stages.publish.core.merge import ChainGap, FoldState, fold, registered, renumber
+from stages.publish.core.plan import VersionInfo
+from stages.publish.loaded import sorted_full
+from stages.publish.registry import Registry, manifest_sha256
+from stages.publish.settings import PublishSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublishSummary:
+    """What a `run_publisher` call did: versions registered and promoted (in order), exports
+    folded, gate refusals, cycles that failed (logged), and the newest version."""
+
+    versions: list[int] = field(default_factory=list)
+    promoted: list[int] = field(default_factory=list)
+    exports_folded: int = 0
+    gate_refusals: int = 0
+    failed_cycles: int = 0
+    last_version: int | None = None
+
+
+class Publisher:
+    """Holds the fold state between cycles; `cycle()` does one poll-fold-register round."""
+
+    def __init__(self, registry: Registry, settings: PublishSettings, work: Path) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.work = work
+        self.state = FoldState()
+        self.last: VersionInfo | None = None
+        self._cursor: dict[str, int] = {}
+        self._first_seq = 0
+
+    def restore(self) -> None:
+        """Rebuild the materialized model of the last registered version (if any)."""
+        self.registry.ensure_model()
+        self.last = self.registry.latest_version()
+        if self.last is None:
+            return
+        model = self.registry.materialize(self.last.version, self.work)
+        current = renumber(model, self.last.export_seq, None)
+        self.state = registered(
+            FoldState(current, None, False, self.last.run_id, self.last.export_seq, 0, None)
+        )
+        self._cursor[self.last.run_id] = self.last.export_seq + 1
+        log.info("publisher resumes after v%d (trainer %s/%d)",
+                 self.last.version, self.last.run_id, self.last.export_seq)
+
+    def cycle(self, summary: PublishSummary) -> int | None:
+        """Fold new trainer exports and register a version when any was folded."""
+        head = self.registry.trainer_head(self.settings.trainer_run_id)
+        if head is None:
+            return None
+        run_id, newest = head
+        for seq in range(self._cursor.get(run_id, 1), newest + 1):
+            try:
+                export = self.registry.trainer_export(run_id, seq, self.work)
+            except ContractError as exc:  # retried next cycle; what was folded is published
+                log.error("trainer export %s/%d refused: %s", run_id, seq, exc)
+                summary.failed_cycles += 1
+                break
+            if not self.state.pending:
+                self._first_seq = seq
+            try:
+                self.state = fold(self.state, export, run_id)
+                summary.exports_folded += 1
+            except ChainGap as exc:
+                log.warning("skipping trainer export %s/%d: %s", run_id, seq, exc)
+            self._cursor[run_id] = seq + 1
+        if not self.state.pending:
+            return None
+        return self._register(summary)
+
+    def _register(self, summary: PublishSummary) -> int:
+        state, last = self.state, self.last
+        if state.current is None or state.run_id is None or state.trainer_seq is None:
+            raise ContractError("nothing to register")
+        kind = plan.next_kind(last, state.needs_full, self.settings.full_every)
+        if kind == "delta" and (state.delta is None or last is None):
+            kind = "full"
+        seq = last.publish_seq + 1 if last else 1
+        export: ModelExport
+        if kind == "delta" and state.delta is not None and last is not None:
+            export = renumber(state.delta, seq, last.publish_seq)
+            base, pos = last.version, last.chain_pos + 1
+        else:
+            export = renumber(sorted_full(state.current), seq, None)
+            base, pos = None, 0
+        with tempfile.TemporaryDirectory(dir=self.work) as tmp:
+            directory = write_export(export, Path(tmp) / "export")
+            tags = plan.version_tags(
+                kind=kind, publish_seq=seq, base_version=base, chain_pos=pos,
+                run_id=state.run_id, export_seq_first=self._first_seq, export_seq=state.trainer_seq,
+                first_meta=state.first_meta or {}, meta=export.meta,
+                manifest_sha256=manifest_sha256(directory),
+                published_at_ms=int(time.time() * 1000),
+            )
+            version = self.registry.register(directory, tags)
+        # `latest` needs no move: MLflow reserves that alias name, and Registry.alias_version
+        # resolves it to the newest version.
+        info = plan.parse_version(version, tags)
+        prod = self.registry.alias_version("production")
+        decision = plan.quality_gate(
+            info.progressive_auc, self.registry.version_info(prod) if prod else None,
+            self.settings.gate_tolerance,
+        )
+        self.registry.tag_version(
+            version, plan.T_GATE, ("passed: " if decision.passed else "refused: ") + decision.reason
+        )
+        if decision.passed:
+            self.registry.promote(version)
+            summary.promoted.append(version)
+        else:
+            summary.gate_refusals += 1
+        log.info("registered v%d (%s, seq %d, trainer %s/%d); production %s: %s", version, kind,
+                 seq, state.run_id, state.trainer_seq,
+                 "moved" if decision.passed else "stays", decision.reason)
+        self.state = registered(state)
+        self.last = info
+        summary.versions.append(version)
+        summary.last_version = version
+        return version
+
+
+def run_publisher(
+    common: CommonSettings,
+    settings: PublishSettings,
+    *,
+    once: bool = False,
+    interval_s: float | None = None,
+    stop: threading.Event | None = None,
+) -> PublishSummary:
+    """Publish until `stop` is set (or one cycle when `once`); returns what was done.
+
+    With `once`, any error propagates (FreshrecError). Otherwise a failed cycle (MLflow down, a
+    corrupt trainer export) is logged, counted and retried after `interval_s` (default:
+    `settings.interval_s`).
+    """
+    work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "publish"
+    work.mkdir(parents=True, exist_ok=True)
+    stop = stop or threading.Event()
+    interval = settings.interval_s if interval_s is None else interval_s
+    summary = PublishSummary()
+    registry = Registry(common)
+    publisher = Publisher(registry, settings, work)
+    restored = False
+    try:
+        while True:
+            try:
+                if not restored:
+                    publisher.restore()
+                    restored = True
+                publisher.cycle(summary)
+            except FreshrecError as exc:
+                if once:
+                    raise
+                summary.failed_cycles += 1
+                log.error("publish cycle failed (retrying in %.1f s): %s", interval, exc)
+            if once or stop.wait(interval):
+                return summary
+    finally:
+        try:
+            registry.close()
+        except FreshrecError as exc:
+            log.warning("%s", exc)

@@ -1,0 +1,286 @@
+"""MLflow adapter: trainer exports in, registry versions and aliases out.
+
+Every registry version is the run-artifact directory `publish/<publish_seq:08d>/` of a
+publisher run (tag `freshrec.role=publisher`), registered with `source=runs:/<run>/<dir>`:
+a delta version holds `export/`; a full version is an MLflow pyfunc model (MLmodel, the
+models-from-code entry, code/) whose artifact `artifacts/export/` is the export. No pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from stages.common.errors import ContractError, PublishError, ServiceUnavailable, require
+from stages.common.model_export import (
+    MANIFEST, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, apply_delta, artifact_path, read_export,
+)
+from stages.common.settings import CommonSettings
+from stages.publish.core import plan
+from stages.publish.core.plan import VersionInfo
+from stages.publish.loaded import find_export_dir, sorted_full
+
+log = logging.getLogger(__name__)
+PUBLISH_DIR = "publish"
+_HERE = Path(__file__).resolve().parent
+
+
+def manifest_sha256(export_dir: Path) -> str:
+    """sha256 of the export's manifest file (which holds the sha256 of every array)."""
+    return hashlib.sha256((export_dir / MANIFEST).read_bytes()).hexdigest()
+
+
+def _pyfunc_code(into: Path) -> Path:
+    """A minimal copy of the `stages` package the pyfunc model needs (code_paths)."""
+    root = _HERE.parent
+    pkg = into / "stages"
+    for rel in ("__init__.py", "publish/__init__.py", "publish/loaded.py",
+                "publish/pyfunc_model.py", "publish/core/__init__.py",
+                "publish/core/requests.py"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, pkg / rel)
+    shutil.copytree(root / "common", pkg / "common", ignore=shutil.ignore_patterns("__pycache__"))
+    return pkg
+
+
+def save_full_model(export_dir: Path, into: Path) -> None:
+    """Save the pyfunc model of a full export into the (absent) directory `into`."""
+    pyfunc = require("mlflow.pyfunc", "publish")
+    import numpy
+    import pandas
+    import pyarrow
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # MLflow nags about type hints on predict; the model has none on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        pyfunc.save_model(  # type: ignore[attr-defined]
+            path=str(into),
+            python_model=str(_HERE / "pyfunc_entry.py"),
+            artifacts={"export": str(export_dir)},
+            code_paths=[str(_pyfunc_code(Path(tmp)))],
+            # explicit: inferring them loads the model in a subprocess (tens of seconds)
+            pip_requirements=[
+                f"mlflow=={require('mlflow', 'publish').__version__}",  # type: ignore[attr-defined]
+                f"numpy=={numpy.__version__}",
+                f"pandas=={pandas.__version__}",
+                f"pyarrow=={pyarrow.__version__}",
+            ],
+        )
+
+
+class Registry:
+    """The registered model `common.model_name` and the trainer runs of the experiment."""
+
+    def __init__(self, common: CommonSettings) -> None:
+        tracking = require("mlflow.tracking", "publish")
+        if common.mlflow_token is not None:
+            os.environ.setdefault("MLFLOW_TRACKING_TOKEN", common.mlflow_token.get_secret_value())
+        self.common = common
+        self.name = common.model_name
+        self.client: Any = tracking.MlflowClient(  # type: ignore[attr-defined]
+            tracking_uri=common.mlflow_tracking_uri, registry_uri=common.mlflow_tracking_uri
+        )
+        self._publisher_run: str | None = None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # MLflow raises MlflowException, requests' errors, OSError
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                raise PublishError(f"MLflow could not {what}: not found: {str(exc)[:300]}") from exc
+            raise ServiceUnavailable(
+                f"MLflow at {self.common.mlflow_tracking_uri} failed to {what}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}; check the server or "
+                "FRESHREC_MLFLOW_TRACKING_URI"
+            ) from exc
+
+    # --- trainer side -------------------------------------------------------------------
+    def experiment_id(self) -> str | None:
+        exp = self._call("read the experiment", self.client.get_experiment_by_name,
+                         self.common.mlflow_experiment)
+        return None if exp is None else str(exp.experiment_id)
+
+    def trainer_head(self, run_id: str | None) -> tuple[str, int] | None:
+        """(run id, last uploaded export seq) of `run_id` or of the newest trainer run with an
+        export; None when there is none yet."""
+        if run_id is not None:
+            run = self._call("read the trainer run", self.client.get_run, run_id)
+            seq = run.data.tags.get(TAG_EXPORT_SEQ)
+            return (run_id, int(seq)) if seq else None
+        exp = self.experiment_id()
+        if exp is None:
+            return None
+        runs = self._call(
+            "list trainer runs", self.client.search_runs, [exp],
+            filter_string=f"tags.`{TAG_ROLE}` = 'trainer'", order_by=["start_time DESC"],
+            max_results=20,
+        )
+        for run in runs:
+            seq = run.data.tags.get(TAG_EXPORT_SEQ)
+            if seq:
+                return str(run.info.run_id), int(seq)
+        return None
+
+    def trainer_export(self, run_id: str, seq: int, work: Path) -> ModelExport:
+        """Download and verify trainer export `seq` of `run_id` (ContractError when corrupt)."""
+        dst = Path(tempfile.mkdtemp(dir=work))
+        try:
+            path = self._call("download a trainer export", self.client.download_artifacts,
+                              run_id, artifact_path(seq), str(dst))
+            return read_export(Path(path))
+        finally:
+            shutil.rmtree(dst, ignore_errors=True)
+
+    # --- registry side ------------------------------------------------------------------
+    def ensure_model(self) -> None:
+        """Create the registered model when absent."""
+        try:
+            self.client.get_registered_model(self.name)
+        except Exception as exc:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(exc):
+                raise ServiceUnavailable(f"MLflow: cannot read model {self.name}: {exc}") from exc
+            self._call("create the registered model", self.client.create_registered_model,
+                       self.name, tags={"freshrec.model": "ctr"})
+
+    def version_info(self, version: int) -> VersionInfo:
+        mv = self._call("read a model version", self.client.get_model_version,
+                        self.name, str(version))
+        return plan.parse_version(int(mv.version), dict(mv.tags))
+
+    def latest_version(self) -> VersionInfo | None:
+        """The version with the highest publish_seq (the publisher's last), None when none."""
+        # the publisher creates versions in publish order: the newest few suffice
+        found = self._call("list model versions", self.client.search_model_versions,
+                           f"name = '{self.name}'", max_results=20,
+                           order_by=["version_number DESC"])
+        infos = []
+        for mv in found:
+            if plan.T_PUBLISH_SEQ in mv.tags:
+                infos.append(plan.parse_version(int(mv.version), dict(mv.tags)))
+        return max(infos, key=lambda i: i.publish_seq, default=None)
+
+    def alias_version(self, alias: str) -> int | None:
+        """The version under `alias`, None when the alias (or the model) does not exist.
+
+        MLflow reserves the alias name `latest` (it cannot be set): here it means the newest
+        freshrec version (highest publish_seq), which is where `latest` always points."""
+        if alias.lower() == "latest":
+            newest = self.latest_version()
+            return None if newest is None else newest.version
+        try:
+            mv = self.client.get_model_version_by_alias(self.name, alias)
+        except Exception as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "INVALID_PARAMETER_VALUE" in str(exc):
+                return None
+            raise ServiceUnavailable(f"MLflow: cannot read alias {alias}: {exc}") from exc
+        return int(mv.version)
+
+    def _run(self) -> str:
+        if self._publisher_run is None:
+            exp = self.experiment_id()
+            if exp is None:
+                exp = self._call("create the experiment", self.client.create_experiment,
+                                 self.common.mlflow_experiment)
+            run = self._call("create the publisher run", self.client.create_run, exp,
+                             tags={TAG_ROLE: "publisher"}, run_name="freshrec-publisher")
+            self._publisher_run = str(run.info.run_id)
+        return self._publisher_run
+
+    def close(self) -> None:
+        """Mark this publisher's run finished (it holds the artifacts of the versions)."""
+        if self._publisher_run is not None:
+            self._call("finish the publisher run", self.client.set_terminated,
+                       self._publisher_run)
+            self._publisher_run = None
+
+    def register(self, export_dir: Path, tags: dict[str, str]) -> int:
+        """Upload the registered export in `export_dir` and create its model version."""
+        seq = int(tags[plan.T_PUBLISH_SEQ])
+        run_id = self._run()
+        rel = f"{PUBLISH_DIR}/{seq:08d}"
+        with tempfile.TemporaryDirectory(dir=export_dir.parent) as tmp:
+            staged = Path(tmp) / "version"
+            if tags[plan.T_KIND] == "full":
+                save_full_model(export_dir, staged)
+            else:
+                shutil.copytree(export_dir, staged / "export")
+            self._call("upload a version", self.client.log_artifacts, run_id, str(staged), rel)
+        mv = self._call("create a model version", self.client.create_model_version,
+                        self.name, f"runs:/{run_id}/{rel}", run_id=run_id, tags=tags)
+        return int(mv.version)
+
+    def set_alias(self, alias: str, version: int) -> None:
+        self._call("set an alias", self.client.set_registered_model_alias,
+                   self.name, alias, str(version))
+
+    def tag_version(self, version: int, key: str, value: str) -> None:
+        self._call("tag a version", self.client.set_model_version_tag,
+                   self.name, str(version), key, value)
+
+    def promote(self, version: int) -> None:
+        """Move `production` to `version` and append it to the production history."""
+        model = self._call("read the model", self.client.get_registered_model, self.name)
+        history = plan.push_history(model.tags.get(plan.T_PRODUCTION_HISTORY), version)
+        self.set_alias("production", version)
+        self._call("tag the model", self.client.set_registered_model_tag,
+                   self.name, plan.T_PRODUCTION_HISTORY, history)
+
+    def rollback(self) -> tuple[int | None, int]:
+        """Move `production` back to the previous production version: (from, to)."""
+        model = self._call("read the model", self.client.get_registered_model, self.name)
+        current = self.alias_version("production")
+        target, history = plan.pop_history(model.tags.get(plan.T_PRODUCTION_HISTORY), current)
+        self.set_alias("production", target)
+        self._call("tag the model", self.client.set_registered_model_tag,
+                   self.name, plan.T_PRODUCTION_HISTORY, history)
+        return current, target
+
+    # --- reading versions back ----------------------------------------------------------
+    def download_version(self, info: VersionInfo, work: Path) -> ModelExport:
+        """Download and verify one version's export (manifest sha256 against its tag, every
+        array against the manifest). ContractError when corrupt or incomplete."""
+        mv = self._call("read a model version", self.client.get_model_version,
+                        self.name, str(info.version))
+        source = str(mv.source)
+        if not source.startswith("runs:/"):
+            raise ContractError(f"version {info.version} has a foreign source {source}")
+        run_id, _, rel = source.removeprefix("runs:/").partition("/")
+        dst = Path(tempfile.mkdtemp(dir=work))
+        try:
+            root = Path(self._call("download a version", self.client.download_artifacts,
+                                   run_id, rel, str(dst)))
+            export_dir = find_export_dir(root)
+            if manifest_sha256(export_dir) != info.manifest_sha256:
+                raise ContractError(
+                    f"version {info.version}: the manifest does not match its sha256 tag"
+                )
+            export = read_export(export_dir)
+        finally:
+            shutil.rmtree(dst, ignore_errors=True)
+        if export.export_seq != info.publish_seq:
+            raise ContractError(f"version {info.version}: export seq {export.export_seq} "
+                                f"is not its publish seq {info.publish_seq}")
+        return export
+
+    def materialize(
+        self, target: int, work: Path, have: tuple[int, ModelExport] | None = None
+    ) -> ModelExport:
+        """The full model of version `target`: its chain downloaded, verified and applied
+        (starting from `have` = (version, full model) when it is on the chain)."""
+        chain = plan.serving_chain(target, self.version_info, have[0] if have else None)
+        model = have[1] if have and (not chain or chain[0].kind == "delta") else None
+        for info in chain:
+            export = self.download_version(info, work)
+            if model is None:
+                model = sorted_full(export)
+            else:
+                model = apply_delta(model, export)
+        if model is None:
+            raise PublishError(f"version {target} has nothing to apply")
+        return model

@@ -1,0 +1,45 @@
+"""Settings of the publish stage and of serving. Env prefix `FRESHREC_PUBLISH_`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from stages.common.settings import settings_config
+
+
+class PublishSettings(BaseSettings):
+    """Publisher cadence, snapshot policy and quality gate; serving limits and polling."""
+
+    model_config = settings_config("publish")
+
+    interval_s: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between publisher polls of the trainer runs."
+    )
+    full_every: int = Field(
+        10, ge=1, le=10_000,
+        description="Every K-th registry version is a full snapshot (1: every version is full).",
+    )
+    gate_tolerance: float = Field(
+        0.005, ge=0, le=1,
+        description="The quality gate lets production move when the new version's progressive "
+        "AUC is at least production's minus this.",
+    )
+    trainer_run_id: str | None = Field(
+        None, description="Follow this trainer run; default: the newest run tagged "
+        "freshrec.role=trainer in the experiment."
+    )
+    work_dir: str | None = Field(
+        None, description="Scratch directory for downloads; default: <state_dir>/publish."
+    )
+    serve_poll_s: float = Field(
+        2.0, gt=0, le=3600, description="Seconds between serving's checks of the alias."
+    )
+    serve_max_body_bytes: int = Field(
+        8 << 20, ge=1024, le=1 << 30,
+        description="Largest prediction request body in bytes (bigger: HTTP 413).",
+    )
+    serve_max_rows: int = Field(
+        10_000, ge=1, le=1_000_000,
+        description="Most rows in one prediction request (more: HTTP 413).",
+    )

@@ -1,0 +1,170 @@
+"""Atomic trainer checkpoints: the engine's state plus where the trainer was.
+
+Layout under the checkpoint directory (`FRESHREC_CHECKPOINT_DIR`):
+
+    ckpt-<window:010d>/state.json    TrainerState (below), written last
+    ckpt-<window:010d>/engine/       whatever `Engine.save` wrote (every rank its shard)
+    .tmp-<window:010d>/              a checkpoint being written; removed at start if left over
+    trainer_run.json                 the trainer's MLflow run id, written when the run is made
+
+A checkpoint is written into `.tmp-*`, every file and directory fsynced, then renamed: a
+directory named `ckpt-*` is always complete. The newest `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.common.errors import TrainError
+from stages.train.core.positions import StorePosition
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+ENGINE_DIR = "engine"
+RUN_FILE = "trainer_run.json"
+_PREFIX = "ckpt-"
+_TMP = ".tmp-"
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """Where the trainer was after window `window`.
+
+    samples: samples trained so far (all ranks); store: the store position after the last
+    trained window; replay_file/replay_rows: the replay in progress (absolute path) and its rows
+    trained so far; export_seq: the last export sequence number written; last_full_seq: the
+    last full export; run_id: the trainer's MLflow run; world_size: Horovod ranks that saved;
+    missed_blocks: blocks found trimmed before they were read, over the trainer's life.
+    """
+
+    window: int = 0
+    samples: int = 0
+    store: StorePosition = field(default_factory=StorePosition)
+    replay_file: str | None = None
+    replay_rows: int = 0
+    export_seq: int = 0
+    last_full_seq: int = 0
+    run_id: str | None = None
+    world_size: int = 1
+    missed_blocks: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"version": STATE_VERSION, **asdict(self)}, indent=1, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> TrainerState:
+        data: dict[str, Any] = json.loads(text)
+        if data.pop("version", None) != STATE_VERSION:
+            raise ValueError(f"checkpoint state is not version {STATE_VERSION}")
+        data["store"] = StorePosition(**data["store"])
+        return TrainerState(**data)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Checkpoints:
+    """The checkpoint directory of one trainer."""
+
+    def __init__(self, root: Path, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError("keep at least one checkpoint")
+        self.root = root
+        self.keep = keep
+
+    def _complete(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        found = [
+            p for p in self.root.iterdir()
+            if p.name.startswith(_PREFIX) and (p / STATE_FILE).is_file()
+        ]
+        return sorted(found, key=lambda p: p.name)
+
+    def latest(self) -> tuple[Path, TrainerState] | None:
+        """The newest complete checkpoint's directory and state, or None."""
+        complete = self._complete()
+        if not complete:
+            return None
+        path = complete[-1]
+        try:
+            return path, TrainerState.from_json((path / STATE_FILE).read_text())
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise TrainError(
+                f"checkpoint {path} is unreadable ({exc}): move it away to start from the one before"
+            ) from None
+
+    def clean_stale(self) -> None:
+        """Remove checkpoints left half-written by a killed trainer (rank 0, at start)."""
+        if self.root.is_dir():
+            for p in self.root.iterdir():
+                if p.name.startswith(_TMP):
+                    shutil.rmtree(p)
+
+    def begin(self, window: int) -> Path:
+        """A fresh, empty temporary directory for the checkpoint of `window` (rank 0 calls
+        it; every rank then saves into `tmp / ENGINE_DIR`)."""
+        tmp = self.staging(window)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / ENGINE_DIR).mkdir(parents=True)
+        return tmp
+
+    def staging(self, window: int) -> Path:
+        """The temporary directory of `window`'s checkpoint (the same path on every rank)."""
+        return self.root / f"{_TMP}{window:010d}"
+
+    def commit(self, tmp: Path, state: TrainerState) -> Path:
+        """Write the state, fsync everything, rename into place, drop old checkpoints."""
+        (tmp / STATE_FILE).write_text(state.to_json())
+        _fsync_tree(tmp)
+        final = self.root / f"{_PREFIX}{state.window:010d}"
+        if final.exists():  # the same window checkpointed again after a restart
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(self.root)
+        for old in self._complete()[: -self.keep]:
+            shutil.rmtree(old)
+        return final
+
+    def read_run_id(self) -> str | None:
+        """The trainer's MLflow run id, if one was made for this checkpoint directory."""
+        path = self.root / RUN_FILE
+        if not path.is_file():
+            return None
+        value = json.loads(path.read_text()).get("run_id")
+        return str(value) if value else None
+
+    def write_run_id(self, run_id: str) -> None:
+        """Remember the MLflow run id (atomically, fsynced)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{RUN_FILE}.tmp"
+        tmp.write_text(json.dumps({"run_id": run_id}))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.root / RUN_FILE)
+        _fsync_dir(self.root)

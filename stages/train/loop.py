@@ -1,0 +1,216 @@
+"""The resident trainer: windows of samples, progressive validation, checkpoints, exports.
+
+For each window (see `core.window.WindowPolicy`): score it with the current model (progressive
+validation), then train on it; print one line and log the metrics to MLflow (rank 0). Every K
+windows the engine state and the trainer's position are checkpointed atomically; every E windows
+the model is exported to MLflow. At start the newest checkpoint is restored, so a trainer killed
+at any moment (even SIGKILL) continues exactly after the last checkpointed window: the windows
+trained after it are read again from the store and retrained from the restored model, so every
+sample is in the model's state exactly once. Exports continue the sequence numbers published
+(the run's `freshrec.export_seq` tag), and the first export after a start is full.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from stages.common.errors import TrainError
+from stages.common.settings import CommonSettings
+from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
+from stages.train.core.engine_protocol import Engine, EngineConfig
+from stages.train.ranks import Ranks, ranks_of
+from stages.train.settings import TrainSettings
+from stages.train.sources import Chunk, Source, StoreSource
+from stages.train.tracking import TrainerTracking
+from stages.train.trainer import TrainSummary, WindowTrainer
+
+log = logging.getLogger(__name__)
+EngineFactory = Callable[[EngineConfig], Engine]
+
+
+def default_engine(config: EngineConfig) -> Engine:
+    """The TensorFlow engine (imported here, so importing the loop loads no TensorFlow)."""
+    from stages.train.engine import TFEngine
+
+    engine: Engine = TFEngine(config)
+    return engine
+
+
+def _restore(engine: Engine, ranks: Ranks, checkpoints: Checkpoints) -> TrainerState:
+    if ranks.rank == 0:
+        checkpoints.clean_stale()
+    ranks.barrier()
+    latest = checkpoints.latest()
+    if latest is None:
+        return TrainerState(world_size=ranks.size)
+    path, state = latest
+    if state.world_size != ranks.size:
+        raise TrainError(
+            f"checkpoint {path} was written by {state.world_size} ranks, this job has "
+            f"{ranks.size}: run with -np {state.world_size}"
+        )
+    engine.restore(path / ENGINE_DIR)
+    log.info("restored %s: window %d, %d samples", path, state.window, state.samples)
+    return state
+
+
+def run_trainer(
+    common: CommonSettings,
+    settings: TrainSettings,
+    *,
+    replay: Path | None = None,
+    max_windows: int | None = None,
+    stop: threading.Event | None = None,
+    engine_factory: EngineFactory | None = None,
+    out: Callable[[str], None] = print,
+) -> TrainSummary:
+    """Run the trainer until `stop` is set, `max_windows` windows were trained in this call, or
+    (with `replay`) the file is done. Restores the newest checkpoint first; on a clean end,
+    exports and checkpoints what was trained since the last ones. Every Horovod rank calls it.
+    A window left open at a stop is dropped (not trained, and re-read after a restart).
+    """
+    if max_windows is not None and max_windows < 1:
+        raise TrainError(f"max_windows must be >= 1, got {max_windows}")
+    engine = (engine_factory or default_engine)(settings.engine_config())
+    ranks = ranks_of(engine.rank, engine.size)
+    checkpoints = Checkpoints(common.checkpoints, settings.checkpoints_kept)
+    state = _restore(engine, ranks, checkpoints)
+    tracking = None
+    if ranks.rank == 0:
+        tracking = TrainerTracking.open(
+            common,
+            state.run_id or checkpoints.read_run_id(),
+            settings.consumer_name,
+            {**settings.model_dump(), "world_size": ranks.size},
+        )
+        if tracking.run_id != checkpoints.read_run_id():
+            checkpoints.write_run_id(tracking.run_id)
+        state = replace(
+            state,
+            run_id=tracking.run_id,
+            export_seq=max(state.export_seq, tracking.last_export_seq()),
+        )
+    state = ranks.broadcast(state)
+    source = _open_source(common, settings, state, replay)
+    trainer = WindowTrainer(settings, engine, ranks, checkpoints, state, tracking, out)
+    failed = True
+    try:
+        _window_loop(trainer, source, settings, replay is not None, max_windows, stop)
+        if trainer.since_export:
+            trainer.export()
+        if trainer.since_checkpoint:
+            trainer.checkpoint()
+        failed = False
+    finally:
+        source.close()
+        if tracking is not None:
+            tracking.finish(failed=failed)
+    return TrainSummary(
+        windows=trainer.windows,
+        samples=trainer.samples,
+        last_window=trainer.state.window,
+        export_seq=trainer.state.export_seq,
+        missed_blocks=trainer.missed_total,
+        run_id=trainer.state.run_id,
+        last_report=trainer.last_report,
+    )
+
+
+def _open_source(
+    common: CommonSettings, settings: TrainSettings, state: TrainerState, replay: Path | None
+) -> Source:
+    if replay is not None:
+        from stages.train.replay import ReplaySource
+
+        resumed = state.replay_file == str(replay.resolve())
+        return ReplaySource(
+            replay,
+            skip_lines=state.replay_rows if resumed else 0,
+            chunk_rows=min(4096, settings.window_samples),
+        )
+    from stages.train.store import SampleStore
+
+    return StoreSource(SampleStore.from_settings(common), state.store, settings.read_count)
+
+
+def _window_size(chunks: list[Chunk], max_samples: int) -> int:
+    """How many leading chunks make a full window (rows >= max_samples); 0 if not enough."""
+    rows = 0
+    for i, chunk in enumerate(chunks):
+        rows += len(chunk.samples)
+        if rows >= max_samples:
+            return i + 1
+    return 0
+
+
+def _window_loop(
+    trainer: WindowTrainer,
+    source: Source,
+    settings: TrainSettings,
+    is_replay: bool,
+    max_windows: int | None,
+    stop: threading.Event | None,
+) -> None:
+    """Rank 0 reads and decides (how many queued chunks close a window, whether to end); the
+    decision is broadcast and every rank reads the same chunks and trains the same windows."""
+    policy = settings.window_policy(replay=is_replay)
+    ranks = trainer.ranks
+    queue: list[Chunk] = []
+    first_at: float | None = None
+    while True:
+        decision: dict[str, Any] = {}
+        new: list[Chunk] = []
+        if ranks.rank == 0:
+            stopping = stop is not None and stop.is_set()
+            queued = sum(len(c.samples) for c in queue)
+            if not stopping and queued < policy.max_samples and not source.exhausted:
+                new = source.poll(policy.wait_seconds(queued, first_at, time.monotonic()))
+            candidates = queue + new
+            rows = sum(len(c.samples) for c in candidates)
+            now = time.monotonic()
+            if rows and first_at is None:
+                first_at = now
+            take = _window_size(candidates, policy.max_samples)
+            if not take and rows and (
+                policy.should_close(rows, first_at, now) or source.exhausted
+            ):
+                take = len(candidates)
+            if stopping:
+                take = 0
+            last = max_windows is not None and take > 0 and trainer.windows + 1 >= max_windows
+            end = stopping or last or (source.exhausted and rows == 0)
+            decision = {"token": new[-1].token if new else None, "take": take, "end": end}
+        decision = ranks.broadcast(decision)
+        if ranks.rank != 0 and decision["token"] is not None:
+            new = source.fetch_until(decision["token"])
+        for chunk in new:
+            if chunk.gaps:
+                _report_gaps(trainer, source, chunk)
+        queue.extend(new)
+        if decision["take"]:
+            trainer.train_window(queue[: decision["take"]], source)
+            queue = queue[decision["take"]:]
+            first_at = time.monotonic() if any(len(c.samples) for c in queue) else None
+        if decision["end"]:
+            return
+
+
+def _report_gaps(trainer: WindowTrainer, source: Source, chunk: Chunk) -> None:
+    """Log missed blocks and record them in the store (rank 0). The trainer counts them in its
+    state when the window holding `chunk` is trained, so a retrained window counts them once."""
+    if trainer.ranks.rank != 0:
+        return
+    for gap in chunk.gaps:
+        log.warning(
+            "missed sample blocks %d..%d (%d): trimmed from the store before the trainer "
+            "read them; raise the store retention or train faster",
+            gap.first, gap.last, gap.blocks,
+        )
+    if isinstance(source, StoreSource):
+        source.store.report_gaps(chunk.gaps, trainer.settings.consumer_name)

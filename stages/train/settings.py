@@ -1,0 +1,107 @@
+"""Settings of the train stage, env prefix `FRESHREC_TRAIN_`.
+
+The checkpoint directory is the shared `FRESHREC_CHECKPOINT_DIR` (`CommonSettings.checkpoints`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+from stages.common.model_export import ModelSpec
+from stages.common.settings import settings_config
+from stages.train.core.engine_protocol import EngineConfig
+from stages.train.core.window import WindowPolicy
+
+
+class TrainSettings(BaseSettings):
+    """The resident trainer: model, optimizer, windows, checkpoints, exports."""
+
+    model_config = settings_config("train")
+
+    model_type: Literal["wide_deep", "dcn"] = Field(
+        "wide_deep", description="Network: wide_deep (Wide&Deep) or dcn (DCN-v2)."
+    )
+    embedding_dim: int = Field(16, ge=1, le=1024, description="Embedding dimension d.")
+    hidden_units: Annotated[tuple[int, ...], NoDecode] = Field(
+        (256, 128), description="Deep MLP layer sizes, comma-separated (e.g. 256,128)."
+    )
+    cross_layers: int = Field(2, ge=0, le=16, description="DCN cross layers (dcn only).")
+    optimizer: Literal["adagrad", "adam", "sgd"] = Field(
+        "adagrad", description="Optimizer of dense weights and embeddings."
+    )
+    learning_rate: float = Field(0.05, gt=0, le=10, description="Learning rate.")
+    l2: float = Field(0.0, ge=0, description="L2 penalty on the looked-up embedding rows.")
+    batch_size: int = Field(1024, ge=1, le=1 << 20, description="Mini-batch size in a window.")
+    window_samples: int = Field(
+        8192, ge=1, description="A window closes once it holds this many samples (N)..."
+    )
+    window_seconds: float = Field(
+        30.0, gt=0, description="...or this many seconds after its first sample (T)."
+    )
+    checkpoint_every: int = Field(5, ge=1, description="Checkpoint every K windows.")
+    checkpoints_kept: int = Field(3, ge=1, le=100, description="Complete checkpoints kept.")
+    export_every: int = Field(5, ge=1, description="Export the model every E windows.")
+    full_export_every: int = Field(
+        10, ge=1, description="Every F-th export is full, the others are deltas."
+    )
+    table_capacity: int = Field(
+        1_000_000, ge=1, description="Max admitted embedding ids over all shards."
+    )
+    admit_after: int = Field(2, ge=1, description="An id gets its own row once seen this often.")
+    evict_after_steps: int = Field(
+        0, ge=0, description="Evict ids unseen for this many steps (0: never by age)."
+    )
+    seed: int = Field(0, ge=0, description="Random seed of the model's initial weights.")
+    read_count: int = Field(
+        64, ge=1, le=10_000, description="Sample blocks fetched per Redis read."
+    )
+    consumer_name: str = Field(
+        "trainer",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="Name of this trainer (MLflow run name; one trainer per checkpoint dir).",
+    )
+
+    @field_validator("hidden_units", mode="before")
+    @classmethod
+    def _units(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            try:
+                return tuple(int(p) for p in parts)
+            except ValueError:
+                raise ValueError(f"must be comma-separated integers, got {value!r}") from None
+        if isinstance(value, int):
+            return (value,)
+        return value
+
+    def model_spec(self) -> ModelSpec:
+        """The ModelSpec (cross layers only for dcn); ValueError if inconsistent."""
+        return ModelSpec(
+            model_type=self.model_type,
+            embedding_dim=self.embedding_dim,
+            hidden_units=self.hidden_units,
+            cross_layers=self.cross_layers if self.model_type == "dcn" else 0,
+        )
+
+    def engine_config(self) -> EngineConfig:
+        """What the engine is built from."""
+        return EngineConfig(
+            spec=self.model_spec(),
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            optimizer=self.optimizer,
+            l2=self.l2,
+            table_capacity=self.table_capacity,
+            admit_after=self.admit_after,
+            evict_after_steps=self.evict_after_steps,
+            seed=self.seed,
+        )
+
+    def window_policy(self, *, replay: bool = False) -> WindowPolicy:
+        """N samples or T seconds; a replay closes on samples only, to be deterministic."""
+        return WindowPolicy(
+            self.window_samples, float("inf") if replay else self.window_seconds
+        )

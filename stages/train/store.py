@@ -1,0 +1,130 @@
+"""The trainer's reader of the Redis feature store (stream `keys.samples_stream(namespace)`).
+
+Blocks are read in stream order after a `StorePosition` (exclusive), never twice. Missed blocks
+(a jump in block `seq`: trimmed by retention before the trainer read them) are found by
+`core.positions.advance`; `report_gaps` records them in the store (the `gaps` list and the
+`trainer_missed_blocks` counter) besides the trainer's own log and MLflow metric.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from stages.common import keys
+from stages.common.errors import ServiceUnavailable, TrainError, require
+from stages.common.samples import SampleBlock, decode_block
+from stages.common.settings import CommonSettings
+from stages.train.core.positions import SeqGap, StorePosition
+
+if TYPE_CHECKING:
+    import redis
+
+MISSED_COUNTER = b"trainer_missed_blocks"
+REPORTED_SEQ = b"trainer_gaps_reported_seq"
+Entry = tuple[str, SampleBlock]
+
+
+class SampleStore:
+    """Reads sample blocks of one namespace. Build it with `from_settings`; `close()` after."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self._client = client
+        self.namespace = namespace
+        self._stream = keys.samples_stream(namespace)
+
+    @classmethod
+    def from_settings(cls, common: CommonSettings) -> SampleStore:
+        """A store on `FRESHREC_REDIS_URL`; ServiceUnavailable when Redis does not answer."""
+        redis_mod: Any = require("redis", "train")
+        password = common.redis_password.get_secret_value() if common.redis_password else None
+        kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+        if password is not None:
+            kwargs["password"] = password
+        client = redis_mod.Redis.from_url(common.redis_url, **kwargs)
+        store = cls(client, common.redis_namespace)
+        store._call(client.ping)
+        return store
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        redis_mod: Any = require("redis", "train")
+        try:
+            return fn(*args, **kwargs)
+        except redis_mod.exceptions.ConnectionError as exc:
+            raise ServiceUnavailable(
+                f"Redis does not answer ({exc}): start it or set FRESHREC_REDIS_URL"
+            ) from None
+        except redis_mod.exceptions.ResponseError as exc:
+            raise TrainError(f"Redis refused a read of the sample stream: {exc}") from None
+
+    def _decode(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
+        return [(entry_id.decode(), decode_block(fields)) for entry_id, fields in raw]
+
+    def read(self, position: StorePosition, count: int, block_seconds: float) -> list[Entry]:
+        """Up to `count` entries `(entry_id, block)` after `position`, in stream order, waiting
+        up to `block_seconds` for the first (0: do not wait). Apply them with
+        `core.positions.advance`."""
+        block_ms = int(block_seconds * 1000)
+        reply = self._call(
+            self._client.xread,
+            {self._stream: position.stream_id},
+            count=count,
+            block=block_ms if block_ms > 0 else None,
+        )
+        return self._decode(reply[0][1] if reply else [])
+
+    def read_until(self, position: StorePosition, last_id: str, count: int) -> list[Entry]:
+        """Every entry after `position` up to `last_id` inclusive (what another rank read).
+
+        TrainError when entry `last_id` is not there any more (trimmed meanwhile), since the
+        ranks would then train on different data.
+        """
+        entries: list[Entry] = []
+        start = position.stream_id
+        while start != last_id:
+            raw = self._call(
+                self._client.xrange, self._stream, min=f"({start}", max=last_id, count=count
+            )
+            if not raw:
+                break
+            entries.extend(self._decode(raw))
+            start = entries[-1][0]
+        if (entries[-1][0] if entries else position.stream_id) != last_id:
+            raise TrainError(
+                f"stream entry {last_id} was trimmed before this rank read it: raise the "
+                "store's retention or restart the trainer"
+            )
+        return entries
+
+    def report_gaps(self, gaps: list[SeqGap], consumer: str) -> None:
+        """Record missed blocks in the store: one JSON line per gap in the `gaps` list and the
+        total in the `counters` hash (`trainer_missed_blocks`). A gap is recorded once: gaps
+        ending at or below the counter `trainer_gaps_reported_seq` (a trainer restarted from a
+        checkpoint finds them again) are left out."""
+        if not gaps:
+            return
+        counters = keys.counters(self.namespace)
+        reported = int(self._call(self._client.hget, counters, REPORTED_SEQ) or 0)
+        fresh = [g for g in gaps if g.last > reported]
+        if not fresh:
+            return
+        now_ms = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=True)
+        for gap in fresh:
+            line = {
+                "stage": "train",
+                "kind": "trimmed_blocks",
+                "consumer": consumer,
+                "first_seq": gap.first,
+                "last_seq": gap.last,
+                "blocks": gap.blocks,
+                "time_ms": now_ms,
+            }
+            pipe.rpush(keys.gaps(self.namespace), json.dumps(line, sort_keys=True))
+        pipe.hincrby(counters, MISSED_COUNTER, sum(g.blocks for g in fresh))
+        pipe.hset(counters, REPORTED_SEQ, max(g.last for g in fresh))
+        self._call(pipe.execute)

@@ -1,0 +1,116 @@
+"""The trainer's MLflow run: window metrics, missed data, and the model exports.
+
+One run per trainer (per checkpoint directory), tagged `freshrec.role=trainer`; its id is kept
+in the checkpoint directory, so a restarted trainer continues the same run. Window metrics are
+logged with `step = window number` (a window retrained after a restart logs its step again).
+Exports are uploaded as the artifact directory `model_export.artifact_path(seq)`, and only then
+is the tag `freshrec.export_seq` set (see `stages.common.model_export`). Only rank 0 tracks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stages.common.errors import ServiceUnavailable, TrainError, require
+from stages.common.model_export import TAG_EXPORT_SEQ, TAG_ROLE, artifact_path
+from stages.common.settings import CommonSettings
+from stages.train.core.report import WindowReport
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+TAG_CONSUMER = "freshrec.consumer"
+
+
+class TrainerTracking:
+    """Logging into one MLflow run. Build it with `open`."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    @classmethod
+    def open(
+        cls,
+        common: CommonSettings,
+        run_id: str | None,
+        run_name: str,
+        params: dict[str, Any],
+    ) -> TrainerTracking:
+        """Continue run `run_id`, or create a run (with `params`) in the experiment
+        `FRESHREC_MLFLOW_EXPERIMENT` when it is None or gone. ServiceUnavailable when the
+        tracking server does not answer."""
+        tracking: Any = require("mlflow.tracking", "train")
+        exceptions: Any = require("mlflow.exceptions", "train")
+        if common.mlflow_token is not None:
+            # MLflow's REST client reads its bearer token from this variable only.
+            os.environ["MLFLOW_TRACKING_TOKEN"] = common.mlflow_token.get_secret_value()
+        client = tracking.MlflowClient(tracking_uri=common.mlflow_tracking_uri)
+        try:
+            if run_id is not None:
+                try:
+                    run = client.get_run(run_id)
+                    if run.info.lifecycle_stage == "active":
+                        client.update_run(run_id, status="RUNNING")
+                        return cls(client, run_id)
+                except exceptions.MlflowException:
+                    pass  # the run was deleted: start a new one below
+            experiment = client.get_experiment_by_name(common.mlflow_experiment)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else client.create_experiment(common.mlflow_experiment)
+            )
+            run = client.create_run(
+                experiment_id,
+                run_name=run_name,
+                tags={TAG_ROLE: "trainer", TAG_CONSUMER: run_name},
+            )
+            new = cls(client, run.info.run_id)
+            new._log_params(params)
+            return new
+        except exceptions.MlflowException as exc:
+            raise ServiceUnavailable(
+                f"MLflow at {common.mlflow_tracking_uri} failed ({exc}): start it or set "
+                "FRESHREC_MLFLOW_TRACKING_URI"
+            ) from None
+
+    def _log_params(self, params: dict[str, Any]) -> None:
+        entities: Any = require("mlflow.entities", "train")
+        batch = [entities.Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        self._client.log_batch(self.run_id, params=batch)
+
+    def log_metrics(self, values: dict[str, float], step: int) -> None:
+        """Log finite `values` at `step` in one request."""
+        entities: Any = require("mlflow.entities", "train")
+        now = int(time.time() * 1000)
+        metrics = [entities.Metric(k, float(v), now, step) for k, v in sorted(values.items())]
+        if metrics:
+            self._client.log_batch(self.run_id, metrics=metrics)
+
+    def log_window(self, report: WindowReport, total_missed_blocks: int) -> None:
+        """The window's metrics at step = window number, plus the running missed-block total."""
+        self.log_metrics(
+            {**report.as_metrics(), "missed_blocks_total": float(total_missed_blocks)},
+            report.window,
+        )
+
+    def last_export_seq(self) -> int:
+        """The tag `freshrec.export_seq` of the run (0 when no export was published)."""
+        value = self._client.get_run(self.run_id).data.tags.get(TAG_EXPORT_SEQ)
+        try:
+            return int(value) if value else 0
+        except ValueError:
+            raise TrainError(f"run {self.run_id} has a bad {TAG_EXPORT_SEQ} tag {value!r}") from None
+
+    def log_export(self, directory: Path, export_seq: int) -> None:
+        """Upload the export directory as `exports/<seq:08d>`, then set the tag."""
+        self._client.log_artifacts(self.run_id, str(directory), artifact_path(export_seq))
+        self._client.set_tag(self.run_id, TAG_EXPORT_SEQ, str(export_seq))
+
+    def finish(self, failed: bool = False) -> None:
+        """Mark the run FINISHED (or FAILED); a restart sets it RUNNING again."""
+        self._client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")

@@ -1,0 +1,172 @@
+"""Training one window at a time: predict, train, report, export, checkpoint (all ranks).
+
+`WindowTrainer` holds the trainer's state between windows; the loop in `loop.py` decides when a
+window closes and hands it the window's chunks. Collective methods must be called by every rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.common.errors import TrainError
+from stages.common.model_export import write_export
+from stages.common.samples import SampleBatch
+from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
+from stages.train.core.engine_protocol import Engine
+from stages.train.core.metrics import window_metrics
+from stages.train.core.report import WindowReport
+from stages.train.ranks import Ranks
+from stages.train.settings import TrainSettings
+from stages.train.sources import Chunk, Source
+from stages.train.tracking import TrainerTracking
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one `run_trainer` call did. windows/samples: trained in this call;
+    last_window: the window counter at the end (continues across restarts)."""
+
+    windows: int
+    samples: int
+    last_window: int
+    export_seq: int
+    missed_blocks: int
+    run_id: str | None
+    last_report: WindowReport | None
+
+
+class WindowTrainer:
+    """The state of one run_trainer call (rank-aware). Rank 0 alone tracks and prints."""
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        engine: Engine,
+        ranks: Ranks,
+        checkpoints: Checkpoints,
+        state: TrainerState,
+        tracking: TrainerTracking | None,
+        out: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.ranks = ranks
+        self.checkpoints = checkpoints
+        self.state = state
+        self.tracking = tracking
+        self.out = out
+        self.exports_this_run = 0
+        self.windows = 0
+        self.samples = 0
+        self.missed_total = 0  # blocks missed in the windows of this call
+        self.since_checkpoint = 0
+        self.since_export = 0
+        self.last_report: WindowReport | None = None
+
+    def train_window(self, chunks: list[Chunk], source: Source) -> None:
+        """Predict, train, report one window (collective); then export and checkpoint when due.
+        Blocks missed just before the window's blocks count for this window."""
+        missed = sum(g.blocks for c in chunks for g in c.gaps)
+        batch = SampleBatch.concat([c.samples for c in chunks])
+        share = batch.take(slice(self.ranks.rank, None, self.ranks.size))
+        started = time.monotonic()
+        preds = self.engine.predict(share)
+        result = self.engine.train(share)
+        seconds = time.monotonic() - started
+        gathered = self.ranks.allgather(
+            (share.label, np.asarray(preds, dtype=np.float64), result.loss, result.samples)
+        )
+        labels = np.concatenate([g[0] for g in gathered])
+        scores = np.concatenate([g[1] for g in gathered])
+        trained = sum(g[3] for g in gathered)
+        loss = (
+            sum(g[2] * g[3] for g in gathered if g[3]) / trained if trained else math.nan
+        )
+        window = self.state.window + 1
+        report = WindowReport(
+            window=window,
+            first_seq=chunks[0].first_seq,
+            last_seq=chunks[-1].last_seq,
+            metrics=window_metrics(labels, scores),
+            train_loss=float(loss),
+            seconds=seconds,
+            samples_per_second=len(batch) / seconds if seconds > 0 else math.nan,
+            table_size=result.table_size,
+            evicted=result.evicted,
+            missed_blocks=missed,
+        )
+        self.state = replace(
+            self.state,
+            window=window,
+            samples=self.state.samples + len(batch),
+            missed_blocks=self.state.missed_blocks + missed,
+            **source.checkpoint_fields(chunks[-1]),
+        )
+        self.windows += 1
+        self.missed_total += missed
+        self.samples += len(batch)
+        self.since_checkpoint += 1
+        self.since_export += 1
+        self.last_report = report
+        if self.ranks.rank == 0:
+            self.out(report.line())
+            if self.tracking is not None:
+                self.tracking.log_window(report, self.state.missed_blocks)
+        if window % self.settings.export_every == 0:
+            self.export()
+        if window % self.settings.checkpoint_every == 0:
+            self.checkpoint()
+
+    def export(self) -> None:
+        """Export (collective). Full when it is the first of this run or every F-th."""
+        seq = self.state.export_seq + 1
+        full = self.exports_this_run == 0 or (
+            seq - self.state.last_full_seq >= self.settings.full_export_every
+        )
+        meta: dict[str, Any] = {
+            "window": self.state.window,
+            "samples": self.state.samples,
+            "store": {"stream_id": self.state.store.stream_id, "seq": self.state.store.seq},
+            "replay_file": self.state.replay_file,
+            "replay_rows": self.state.replay_rows,
+            "metrics": self.last_report.as_metrics() if self.last_report else {},
+        }
+        exported = self.engine.export(seq, full, meta)
+        if self.ranks.rank == 0:
+            if exported is None:
+                raise TrainError("the engine returned no export on rank 0")
+            with tempfile.TemporaryDirectory(prefix="freshrec-export-") as tmp:
+                directory = write_export(exported, Path(tmp) / "export")
+                if self.tracking is not None:
+                    self.tracking.log_export(directory, seq)
+            log.info("export %d (%s) at window %d", seq, exported.kind, self.state.window)
+        self.state = replace(
+            self.state, export_seq=seq, last_full_seq=seq if full else self.state.last_full_seq
+        )
+        self.exports_this_run += 1
+        self.since_export = 0
+
+    def checkpoint(self) -> None:
+        """Checkpoint (collective): rank 0 stages, every rank saves, rank 0 commits."""
+        window = self.state.window
+        if self.ranks.rank == 0:
+            self.checkpoints.begin(window)
+        self.ranks.barrier()
+        self.engine.save(self.checkpoints.staging(window) / ENGINE_DIR)
+        self.ranks.barrier()
+        if self.ranks.rank == 0:
+            final = self.checkpoints.commit(self.checkpoints.staging(window), self.state)
+            log.info("checkpoint %s", final)
+        self.ranks.barrier()
+        self.since_checkpoint = 0

@@ -1,0 +1,131 @@
+"""A full version is a plain MLflow pyfunc model (raw rows in), `mlflow models serve` works
+with it, and `freshrec evaluate` scores a labelled file with a registry version or exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stages.common.criteo import CAT_NAMES, DENSE_NAMES
+from stages.common.model_export import ModelExport, ModelSpec, apply_delta, write_export
+from stages.common.reference_model import predict
+from stages.common.settings import CommonSettings
+from stages.publish.core.requests import text_to_inputs
+from stages.publish.evaluate import evaluate_file, load_model
+from stages.publish.publisher import run_publisher
+from stages.publish.settings import PublishSettings
+from stages.publish.synthetic import criteo_rows, delta_export, full_export
+
+pytestmark = pytest.mark.integration
+SPEC = ModelSpec("wide_deep", 4, (8,))
+ROWS = criteo_rows(20, np.random.default_rng(21))
+
+
+def _published(common: CommonSettings, run: Any) -> ModelExport:
+    model = full_export(SPEC, np.random.default_rng(5))
+    run.log(model)
+    run_publisher(common, PublishSettings(), once=True)
+    return model
+
+
+def _expected(model: ModelExport) -> np.ndarray:
+    inputs = text_to_inputs("\n".join(ROWS).encode(), 100)
+    return predict(model, inputs.dense, inputs.ids)
+
+
+def test_pyfunc_load_model_takes_raw_rows(common: CommonSettings, new_trainer_run: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow.pyfunc
+
+    model = _published(common, new_trainer_run())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", common.mlflow_tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{common.model_name}@production")
+    np.testing.assert_allclose(pyfunc.predict(ROWS), _expected(model), atol=1e-5)
+    columns = ["label", *DENSE_NAMES, *CAT_NAMES]
+    frame = pd.DataFrame([[v or None for v in r.split("\t")] for r in ROWS], columns=columns)
+    for name in DENSE_NAMES:
+        frame[name] = pd.to_numeric(frame[name])
+    np.testing.assert_allclose(pyfunc.predict(frame), _expected(model), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve(common: CommonSettings, new_trainer_run: Any) -> None:
+    model = _published(common, new_trainer_run())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [mlflow_bin, "models", "serve", "-m", f"models:/{common.model_name}@production",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        # MLflow execs `uvicorn` by name: the virtualenv's bin must be on PATH (activated)
+        env={**os.environ, "MLFLOW_TRACKING_URI": common.mlflow_tracking_uri,
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
+            time.sleep(0.5)
+        reply = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"instances": ROWS})
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(reply.json()["predictions"], _expected(model), atol=1e-5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_evaluate_registry_version_export_and_checkpoint_dirs(
+    common: CommonSettings, new_trainer_run: Any, tmp_path: Path, criteo_tiny: Path
+) -> None:
+    model = _published(common, new_trainer_run())
+    loaded = load_model(common, f"models:/{common.model_name}@production")
+    metrics, skipped = evaluate_file(loaded, criteo_tiny)
+    assert metrics.count + skipped == 1000 and 0 < metrics.logloss and metrics.auc is not None
+    # a directory of exports: the newest full one plus the deltas after it
+    delta = delta_export(model, np.random.default_rng(9), change=0.5)
+    write_export(model, tmp_path / "exports" / "00000001")
+    write_export(delta, tmp_path / "exports" / "00000002")
+    by_dir = load_model(common, str(tmp_path / "exports"))
+    np.testing.assert_array_equal(by_dir.export.rows, apply_delta(model, delta).rows)
+    # a trainer checkpoint directory: its newest state.json names the exports in MLflow
+    run = new_trainer_run()
+    run.log(model)
+    run.log(delta)
+    for window, seq in ((3, 1), (7, 2)):
+        ckpt = tmp_path / "ckpt" / f"ckpt-{window:010d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.json").write_text(json.dumps(
+            {"version": 1, "run_id": run.run_id, "last_full_seq": 1, "export_seq": seq}))
+    by_ckpt = load_model(common, str(tmp_path / "ckpt"))
+    np.testing.assert_array_equal(by_ckpt.export.rows, by_dir.export.rows)
+    env = {"FRESHREC_MLFLOW_TRACKING_URI": common.mlflow_tracking_uri}
+    from flows.cli import create_app
+
+    result = CliRunner().invoke(
+        create_app(), ["evaluate", "--model", f"models:/{common.model_name}/1", "--data",
+                       str(criteo_tiny)], env=env,
+    )
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.output.strip().splitlines()[-1])
+    assert line["auc"] == pytest.approx(metrics.auc) and line["count"] == metrics.count
+    assert {"logloss", "ne", "calibration"} <= set(line)

@@ -1,0 +1,102 @@
+"""Prediction request parsing: accepted forms and the 4xx reasons."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stages.common.criteo import CAT_NAMES, DENSE_NAMES, parse_valid_rows
+from stages.common.hashing import feature_ids
+from stages.common.transform import dense_transform
+from stages.publish.core.requests import (
+    RequestError, json_to_inputs, rows_to_inputs, text_to_inputs,
+)
+from stages.publish.synthetic import criteo_rows
+
+ROWS = criteo_rows(5, np.random.default_rng(0))
+
+
+def test_labelled_and_unlabelled_rows_give_the_same_inputs() -> None:
+    batch = parse_valid_rows([r.encode() for r in ROWS])
+    labelled = text_to_inputs("\n".join(ROWS).encode() + b"\n\n", 10)
+    unlabelled = text_to_inputs("\r\n".join(r.split("\t", 1)[1] for r in ROWS).encode(), 10)
+    for got in (labelled, unlabelled):
+        np.testing.assert_array_equal(got.dense, dense_transform(batch.dense))
+        np.testing.assert_array_equal(got.ids, feature_ids(batch.cats, batch.cat_missing))
+    assert labelled.has_label.all() and not unlabelled.has_label.any()
+    np.testing.assert_array_equal(labelled.label, batch.label)
+
+
+def test_json_rows_and_instances() -> None:
+    expected = text_to_inputs("\n".join(ROWS).encode(), 10)
+    by_rows = json_to_inputs(json.dumps({"rows": ROWS}).encode(), 10)
+    instances = []
+    for row in ROWS:
+        fields = row.split("\t")
+        inst: dict[str, object] = {"label": int(fields[0])}
+        for name, value in zip(DENSE_NAMES + CAT_NAMES, fields[1:]):
+            if value:
+                inst[name] = int(value) if name.startswith("I") else value
+        instances.append(inst)
+    by_instances = json_to_inputs(json.dumps({"instances": instances}).encode(), 10)
+    for got in (by_rows, by_instances):
+        np.testing.assert_array_equal(got.ids, expected.ids)
+        np.testing.assert_array_equal(got.dense, expected.dense)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"1\t2\t3", 422, "row 1: expected 39 fields (no label) or 40 (label first), got 3"),
+        ("\n".join([ROWS[0], ROWS[1].replace("\t", "\tx", 1)]).encode(), 422,
+         "row 2: I1 is not an integer: 'x"),
+        (("2" + ROWS[0][1:]).encode(), 422, "row 1: label must be 0 or 1, got '2'"),
+        (b"\n\n", 422, "no rows in the request"),
+        ("\n".join(ROWS * 3).encode(), 413, "too many rows: 11"),
+    ],
+)
+def test_text_errors(body: bytes, status: int, message: str) -> None:
+    with pytest.raises(RequestError) as err:
+        text_to_inputs(body, 10)
+    assert err.value.status == status and message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"rows": [], "instances": []}', 400, '"rows" or "instances"'),
+        (b'{"rows": "abc"}', 400, "must be a list"),
+        (b'{"rows": [1, 2]}', 422, "list of strings"),
+        (b'{"instances": [{"I1": 1.5}]}', 422, "instance 1: I1 must be a string or an integer"),
+        (b'{"instances": [{"X9": 1}]}', 422, "instance 1: unknown field 'X9'"),
+        (b'{"instances": [{"C1": "ZZ"}]}', 422, "row 1: C1 is not 8 lowercase hex digits"),
+        (b'{"instances": [5]}', 422, "instance 1 is not an object"),
+    ],
+)
+def test_json_errors(payload: bytes, status: int, message: str) -> None:
+    with pytest.raises(RequestError) as err:
+        json_to_inputs(payload, 10)
+    assert err.value.status == status and message in str(err.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=400) | st.text(alphabet="0123456789abcdef\t\n-x", max_size=400)
+       .map(str.encode))
+def test_arbitrary_bodies_give_inputs_or_a_request_error(body: bytes) -> None:
+    for parse in (text_to_inputs, json_to_inputs):
+        try:
+            out = parse(body, 50)
+        except RequestError as exc:
+            assert 400 <= exc.status < 500
+        else:
+            assert 0 < len(out) <= 50 and out.ids.dtype == np.uint64
+
+
+def test_instances_with_only_missing_values_are_valid() -> None:
+    out = rows_to_inputs([b"\t" * 38], 1)
+    assert len(out) == 1 and not out.dense.any()

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from stages.common.errors import ConfigError, TrainError
+from stages.common.settings import load_settings
+from stages.train.checkpoint import ENGINE_DIR, STATE_FILE, Checkpoints, TrainerState
+from stages.train.core.positions import StorePosition
+from stages.train.settings import TrainSettings
+
+
+def _commit(ckpts: Checkpoints, window: int) -> Path:
+    tmp = ckpts.begin(window)
+    (tmp / ENGINE_DIR / "weights.bin").write_bytes(b"x" * window)
+    state = TrainerState(window=window, samples=10 * window, store=StorePosition(f"{window}-0", window))
+    return ckpts.commit(tmp, state)
+
+
+def test_commit_latest_and_prune(tmp_path: Path) -> None:
+    ckpts = Checkpoints(tmp_path, keep=2)
+    assert ckpts.latest() is None
+    for window in (3, 6, 9):
+        _commit(ckpts, window)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["ckpt-0000000006", "ckpt-0000000009"]
+    path, state = ckpts.latest() or (None, None)
+    assert path is not None and state is not None
+    assert state.window == 9 and state.store == StorePosition("9-0", 9)
+    assert (path / ENGINE_DIR / "weights.bin").read_bytes() == b"x" * 9
+
+
+def test_half_written_checkpoint_is_ignored_then_cleaned(tmp_path: Path) -> None:
+    ckpts = Checkpoints(tmp_path)
+    _commit(ckpts, 2)
+    tmp = ckpts.begin(4)  # killed before commit
+    (tmp / ENGINE_DIR / "partial").write_bytes(b"?")
+    latest = ckpts.latest()
+    assert latest is not None and latest[1].window == 2
+    ckpts.clean_stale()
+    assert not tmp.exists()
+
+
+def test_state_round_trip_and_run_id(tmp_path: Path) -> None:
+    state = TrainerState(window=7, samples=70, replay_file="/x.tsv", replay_rows=9,
+                         export_seq=3, last_full_seq=1, run_id="abc", world_size=2)
+    assert TrainerState.from_json(state.to_json()) == state
+    ckpts = Checkpoints(tmp_path)
+    assert ckpts.read_run_id() is None
+    ckpts.write_run_id("r1")
+    assert ckpts.read_run_id() == "r1"
+
+
+def test_unreadable_state_says_what_to_do(tmp_path: Path) -> None:
+    bad = tmp_path / "ckpt-0000000001"
+    bad.mkdir()
+    (bad / STATE_FILE).write_text('{"version": 99}')
+    with pytest.raises(TrainError, match="move it away"):
+        Checkpoints(tmp_path).latest()
+
+
+def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHREC_TRAIN_HIDDEN_UNITS", "64, 32")
+    monkeypatch.setenv("FRESHREC_TRAIN_MODEL_TYPE", "dcn")
+    monkeypatch.setenv("FRESHREC_TRAIN_WINDOW_SAMPLES", "500")
+    s = load_settings(TrainSettings)
+    config = s.engine_config()
+    assert config.spec.hidden_units == (64, 32) and config.spec.cross_layers == 2
+    assert s.window_policy().max_samples == 500
+    assert s.window_policy(replay=True).max_seconds == float("inf")
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHREC_TRAIN_WINDOW_SAMPLES", "0")
+    with pytest.raises(ConfigError, match="FRESHREC_TRAIN_WINDOW_SAMPLES"):
+        load_settings(TrainSettings)
