@@ -195,7 +195,9 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
                 time.sleep(2)
         summary = _summarise(common, before, asyncio.run(_states(run_ids)))
         if server is not None:
-            summary.served_version, summary.predictions = demo_serving.query(options.serve_port)
+            summary.served_version, summary.predictions = demo_serving.query(
+                options.serve_port, summary.latest_version
+            )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: cancelling the stage runs ...")
         asyncio.run(_cancel(run_ids))

@@ -32,10 +32,17 @@ def _rows(n: int) -> bytes:
     return b"\n".join(generate_rows(SyntheticConfig(seed=7), 0, n).rows)
 
 
-def query(port: int, timeout_s: float = 60.0) -> tuple[int | None, list[float]]:
-    """(version that answered, predictions) for a few synthetic rows; waits for a model."""
+def query(
+    port: int, expected_version: int | None, timeout_s: float = 60.0
+) -> tuple[int | None, list[float]]:
+    """(version that answered, predictions) for a few synthetic rows.
+
+    Waits up to `timeout_s` for serving to load a model and, when `expected_version` is given,
+    to have swapped to it (serving follows the alias by polling).
+    """
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
+    answer: tuple[int | None, list[float]] = (None, [])
     while time.monotonic() < deadline:
         try:
             request = urllib.request.Request(
@@ -45,10 +52,13 @@ def query(port: int, timeout_s: float = 60.0) -> tuple[int | None, list[float]]:
                 body = json.loads(response.read())
             with urllib.request.urlopen(f"{base}/version", timeout=10) as response:
                 version = json.loads(response.read()).get("version")
-            return (int(version) if version is not None else None), list(body["predictions"])
+            answer = (int(version) if version is not None else None), list(body["predictions"])
+            if expected_version is None or answer[0] == expected_version:
+                return answer
         except (OSError, ValueError, KeyError):
-            time.sleep(2)
-    return None, []
+            pass
+        time.sleep(2)
+    return answer
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
