@@ -88,7 +88,13 @@ def trainer_metrics(common: CommonSettings) -> dict[str, float]:
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        return dict(runs[0].data.metrics) if runs else {}
+        if not runs:
+            return {}
+        metrics = dict(runs[0].data.metrics)
+        history = client.get_metric_history(runs[0].info.run_id, "samples")
+        if history:
+            metrics["window"] = float(max(m.step for m in history))
+        return metrics
     except Exception as exc:
         log.debug("mlflow probe failed: %s", exc)
         return {}

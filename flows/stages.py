@@ -47,6 +47,24 @@ def _summary_artifact(key: str, title: str, summary: dict[str, Any]) -> None:
     create_table_artifact(key=key, table=rows, description=title)
 
 
+_WINDOW_METRICS = ("samples", "auc", "logloss", "ne", "calibration", "samples_per_second",
+                   "table_size")
+
+
+def _window_table(common: CommonSettings, run_id: str) -> tuple[list[dict[str, Any]], str]:
+    """(one row per window from the run's MLflow metric history (last 200), the run's URL)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=common.mlflow_tracking_uri)
+    rows: dict[int, dict[str, Any]] = {}
+    for name in _WINDOW_METRICS:
+        for metric in client.get_metric_history(run_id, name):
+            rows.setdefault(metric.step, {})[name] = round(metric.value, 5)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    url = f"{common.mlflow_tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+    return [{"window": step, **rows[step]} for step in sorted(rows)][-200:], url
+
+
 @flow(name="freshrec-ingest", retries=0, log_prints=True)
 def ingest_flow(
     source: str = "synthetic",
@@ -56,7 +74,8 @@ def ingest_flow(
     duration_s: float | None = None,
 ) -> dict[str, Any]:
     """Stream events from a Criteo file, `-` or `synthetic` into Kafka (see `freshrec ingest`)."""
-    from stages.ingest.run import IngestSettings, run_ingest
+    from stages.ingest.run import run_ingest
+    from stages.ingest.settings import IngestSettings
 
     common = load_settings(CommonSettings)
     with _stop_after(duration_s) as stop:
@@ -81,7 +100,8 @@ def features_flow(
     duration_s: float | None = None, max_idle_s: float | None = None
 ) -> dict[str, Any]:
     """Run the Faust features worker: events topic -> Redis feature store, exactly once."""
-    from stages.features.run import FeaturesSettings, run_features
+    from stages.features.runner import run_features
+    from stages.features.settings import FeaturesSettings
 
     with _stop_after(duration_s) as stop:
         summary = run_features(
@@ -116,20 +136,17 @@ def train_flow(
             stop=stop,
         )
     result = _as_dict(summary)
-    windows = result.pop("windows", None) or []
-    if windows:
-        create_table_artifact(
-            key="train-progressive-metrics",
-            table=[_as_dict(w) for w in windows][-200:],
-            description="Progressive validation per window (scored before training on it).",
-        )
-    run_id = result.get("mlflow_run_id")
+    result.pop("last_report", None)
+    run_id = result.get("run_id")
     if run_id:
-        create_link_artifact(
-            key="train-mlflow-run",
-            link=f"{common.mlflow_tracking_uri}/#/experiments/0/runs/{run_id}",
-            link_text="MLflow run of this trainer",
-        )
+        table, run_url = _window_table(common, run_id)
+        if table:
+            create_table_artifact(
+                key="train-progressive-metrics",
+                table=table,
+                description="Progressive validation per window (scored before training on it).",
+            )
+        create_link_artifact(key="train-mlflow-run", link=run_url, link_text="MLflow run")
     _summary_artifact("train-summary", "Trainer", result)
     return result
 
@@ -149,7 +166,8 @@ def publish_flow(
     result = _as_dict(summary)
     versions = result.get("versions") or []
     if versions:
-        lines = [f"- version {v}" for v in versions]
+        base = f"{common.mlflow_tracking_uri}/#/models/{common.model_name}/versions"
+        lines = [f"- [version {v}]({base}/{v})" for v in versions]
         create_markdown_artifact(
             key="publish-versions",
             markdown=f"## Registered versions of `{common.model_name}`\n" + "\n".join(lines)

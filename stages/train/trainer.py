@@ -73,12 +73,17 @@ class WindowTrainer:
         self.since_checkpoint = 0
         self.since_export = 0
         self.last_report: WindowReport | None = None
+        # Newest event time trained on in this call (ms); exported for freshness measurements.
+        self.max_event_time_ms: int | None = None
 
     def train_window(self, chunks: list[Chunk], source: Source) -> None:
         """Predict, train, report one window (collective); then export and checkpoint when due.
         Blocks missed just before the window's blocks count for this window."""
         missed = sum(g.blocks for c in chunks for g in c.gaps)
         batch = SampleBatch.concat([c.samples for c in chunks])
+        if len(batch):
+            newest = int(batch.event_time_ms.max())
+            self.max_event_time_ms = max(newest, self.max_event_time_ms or newest)
         share = batch.take(slice(self.ranks.rank, None, self.ranks.size))
         started = time.monotonic()
         preds = self.engine.predict(share)
@@ -141,6 +146,7 @@ class WindowTrainer:
             "replay_file": self.state.replay_file,
             "replay_rows": self.state.replay_rows,
             "metrics": self.last_report.as_metrics() if self.last_report else {},
+            "max_event_time_ms": self.max_event_time_ms,
         }
         exported = self.engine.export(seq, full, meta)
         if self.ranks.rank == 0:
