@@ -32,9 +32,10 @@ _COLUMN_TYPES = {
 _INT = re.compile(rb"^-?[0-9]{1,18}$")
 _HEX8 = re.compile(rb"^[0-9a-f]{8}$")
 # One regex for the whole row: the fast path of validation (reasons come from `row_error`).
-VALID_ROW = re.compile(
-    rb"^[01]" + rb"\t(?:-?[0-9]{1,18})?" * N_DENSE + rb"\t(?:[0-9a-f]{8})?" * N_CATS + rb"\r?$"
-)
+# Possessive groups (`?+`): fields are tab-delimited, so backtracking can never help, and
+# without it the match is more than twice as fast.
+ROW_PATTERN = rb"[01]" + rb"\t(?:-?[0-9]{1,18})?+" * N_DENSE + rb"\t(?:[0-9a-f]{8})?+" * N_CATS
+VALID_ROW = re.compile(rb"^" + ROW_PATTERN + rb"\r?$")
 _HEX_NIBBLE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_NIBBLE[_c] = _i
@@ -96,24 +97,43 @@ def parse_valid_rows(lines: list[bytes]) -> RawBatch:
     """Parse rows that already passed validation (`row_error(line) is None`) into columns.
 
     Order is kept: row i of the batch is lines[i]. Columnar (pyarrow's CSV reader), so it runs
-    at millions of rows per second rather than Python speed.
+    at hundreds of thousands of rows per second rather than Python speed.
     """
-    n = len(lines)
-    if n == 0:
-        return RawBatch(
-            label=np.empty(0, np.int8),
-            dense=np.empty((0, N_DENSE), np.float64),
-            cats=np.empty((0, N_CATS), np.uint32),
-            cat_missing=np.empty((0, N_CATS), np.bool_),
-        )
-    table = pa_csv.read_csv(
-        io.BytesIO(b"\n".join(line.rstrip(b"\r\n") for line in lines)),
-        read_options=pa_csv.ReadOptions(column_names=_COLUMNS, block_size=1 << 26),
+    if not lines:
+        return _empty_batch()
+    table = read_table(b"\n".join(line.rstrip(b"\r\n") for line in lines))
+    return raw_batch(table)
+
+
+def read_table(buffer: bytes, prefix: tuple[tuple[str, pa.DataType], ...] = ()) -> pa.Table:
+    """Valid rows joined by newlines -> a pyarrow table; `prefix` names and types leading
+    columns that come before the 40 Criteo fields (the event header, for instance)."""
+    names = [name for name, _ in prefix] + _COLUMNS
+    types = {**dict(prefix), **_COLUMN_TYPES}
+    return pa_csv.read_csv(
+        io.BytesIO(buffer),
+        read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 26),
         parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
         convert_options=pa_csv.ConvertOptions(
-            column_types=_COLUMN_TYPES, strings_can_be_null=False, quoted_strings_can_be_null=False
+            column_types=types, strings_can_be_null=False, quoted_strings_can_be_null=False
         ),
     )
+
+
+def _empty_batch() -> RawBatch:
+    return RawBatch(
+        label=np.empty(0, np.int8),
+        dense=np.empty((0, N_DENSE), np.float64),
+        cats=np.empty((0, N_CATS), np.uint32),
+        cat_missing=np.empty((0, N_CATS), np.bool_),
+    )
+
+
+def raw_batch(table: pa.Table) -> RawBatch:
+    """The Criteo columns of a table from `read_table` as a RawBatch."""
+    n = table.num_rows
+    if n == 0:
+        return _empty_batch()
     label = table.column("label").to_numpy().astype(np.int8)
     dense = np.empty((n, N_DENSE), dtype=np.float64)
     for j, name in enumerate(DENSE_NAMES):
@@ -124,10 +144,8 @@ def parse_valid_rows(lines: list[bytes]) -> RawBatch:
         column = table.column(name).combine_chunks()
         missing = pc.equal(column, "")
         cat_missing[:, j] = missing.to_numpy(zero_copy_only=False)
-        filled = pc.if_else(missing, "00000000", column)
-        digits = np.frombuffer(
-            pa.array(filled).cast(pa.binary()).buffers()[2], dtype=np.uint8
-        )
-        offset = pa.array(filled).offset * 8
+        filled = pa.array(pc.if_else(missing, "00000000", column)).cast(pa.binary())
+        digits = np.frombuffer(filled.buffers()[2], dtype=np.uint8)
+        offset = filled.offset * 8
         cats[:, j] = hex8_to_uint32(digits[offset : offset + 8 * n].reshape(n, 8))
     return RawBatch(label=label, dense=dense, cats=cats, cat_missing=cat_missing)

@@ -1,1 +1,36 @@
-"""The features stage. See its README section and the core/adapters split in HOUSE_STYLE."""
+"""The features stage: events topic -> training samples in the Redis feature store, exactly once.
+
+Layout (pure core + thin adapters, see HOUSE_STYLE):
+
+- `core/`           pure: `split_batch` (micro-batch of Kafka records -> per-partition
+                    `PartitionBatch`: samples, dead letters, offset range, gaps),
+                    `PartitionBatch.since` (drop rows already stored), `FieldStats` (statistics).
+- `store.py`        Redis: the atomic write script (watermark check + XADD + counters) and the
+                    statistics snapshots. Its docstring states the exactly-once protocol.
+- `pipeline.py`     `FeaturesRuntime`: one worker's state; decode -> dead letters -> write.
+- `batch_consumer.py`, `app.py`: the Faust app (`create_app(common, settings)`) and its two
+                    consumers ("batch", the default, and "stream" = a Faust agent).
+- `runner.py`       `run_features(common, settings, *, stop, max_idle_s) -> FeaturesSummary`.
+- `faust_main.py`   lazy factory module for `faust -A stages.features.faust_main worker`.
+- `readback.py`     synchronous read helpers (tests, `freshrec features status`).
+
+Transform: the common `transform.to_samples` (stateless log1p dense transform, 64-bit
+splitmix64 feature ids incl. missing values), so training and serving compute the same inputs.
+
+Feature admission is decided in the TRAINER, not here: its embedding table counts each id and
+admits it once seen a configurable number of times; before that the id trains and serves as its
+field's fallback id (`hashing.fallback_ids`). Serving follows the exported table (an id absent
+from it uses the fallback row), so training and serving take the same decision from the same
+table. This stage stores every id as is and keeps id statistics (HyperLogLog distinct counts per
+field) for monitoring only.
+
+Stored (keys.py, namespace = FRESHREC_REDIS_NAMESPACE): sample blocks in the `samples` stream
+(one block per partition per micro-batch, `samples.encode_block`, seq numbers 1, 2, 3, ...
+without holes unless trimmed by retention), `offsets:<topic>` watermarks, `counters`
+(events_in = samples_out + dead_letters, totals and per `<topic>:<partition>`;
+duplicates_skipped; gaps), `gaps` (JSON lines), `stats` + `stats:version` (stats.py).
+
+Bad events go to the dead-letter topic (FRESHREC_FEATURES_DLQ_TOPIC, JSON with reason, topic,
+partition, offset and the raw value in base64), at least once, before the Redis write that
+consumes their offsets; they advance the watermark like samples and count as dead_letters.
+"""

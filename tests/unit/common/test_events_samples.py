@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stages.common.errors import ContractError
 from stages.common.events import decode_events, encode_event, event_error, event_id
@@ -41,3 +43,29 @@ def test_block_errors() -> None:
         decode_block({**fields, b"extra": b"1"})
     with pytest.raises(ContractError, match="malformed"):
         decode_block({k: v for k, v in fields.items() if k != b"seq"})
+
+
+def test_decoder_agrees_with_event_error_on_edge_cases() -> None:
+    ok = encode_event("s:1", 5, GOOD)
+    values = [
+        ok,
+        ok + b"\n",
+        ok + b"\r",
+        ok.replace(b"\t5\t", b"\t9999999999999999999\t", 1),
+        ok.replace(b"s:1", b"s 1", 1),
+        b"",
+        b"1\t\t\t",
+    ]
+    decoded = decode_events(values)
+    assert decoded.good_index.tolist() == [0]
+    assert all(event_error(values[b.index]) for b in decoded.bad)
+    assert decoded.events.event_time_ms.tolist() == [5]
+
+
+@given(st.lists(st.binary(max_size=80), max_size=10), st.lists(st.booleans(), max_size=10))
+def test_decoder_never_raises_and_counts_add_up(noise: list[bytes], keep: list[bool]) -> None:
+    values = [encode_event(f"s:{i}", i, GOOD) if k else n for i, (n, k) in enumerate(zip(noise, keep))]
+    decoded = decode_events(values)
+    assert len(decoded.events) + len(decoded.bad) == len(values)
+    assert sorted([*decoded.good_index.tolist(), *[b.index for b in decoded.bad]]) == list(range(len(values)))
+    assert all((event_error(values[i]) is None) for i in decoded.good_index.tolist())

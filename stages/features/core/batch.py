@@ -1,0 +1,225 @@
+"""Micro-batches of Kafka records -> per-partition sample batches, dead letters and offset ranges.
+
+Pure functions on columnar batches: no sockets, no clock. The adapter (`stages.features.store`)
+writes each `PartitionBatch` with one atomic Redis script that also moves the partition's offset
+watermark; `PartitionBatch.since(watermark)` drops the rows a previous write already stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from stages.common.criteo import RawBatch
+from stages.common.events import decode_events
+from stages.common.samples import SampleBatch
+from stages.common.transform import to_samples
+
+DLQ_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """Kafka records of one topic, in arrival order, in columns.
+
+    partitions int32[n], offsets int64[n], keys/values the raw record bytes (key may be None).
+    """
+
+    topic: str
+    partitions: npt.NDArray[np.int32]
+    offsets: npt.NDArray[np.int64]
+    keys: list[bytes | None]
+    values: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that broke the event contract, with where it came from and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    reason: str
+
+    def to_json(self) -> bytes:
+        """The dead-letter record value, schema version 1 (JSON, the raw value in base64)."""
+        return json.dumps(
+            {
+                "v": DLQ_SCHEMA_VERSION,
+                "reason": self.reason,
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "key": None if self.key is None else self.key.decode("utf-8", "replace"),
+                "value_b64": base64.b64encode(self.value).decode("ascii"),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+@dataclass(frozen=True)
+class OffsetGap:
+    """Offsets `expected` .. `got - 1` of a partition never arrived."""
+
+    topic: str
+    partition: int
+    expected: int
+    got: int
+
+    def to_json(self) -> bytes:
+        """One JSON line of the `gaps` list (see keys.py)."""
+        return json.dumps(
+            {
+                "kind": "offset_gap",
+                "topic": self.topic,
+                "partition": self.partition,
+                "expected": self.expected,
+                "got": self.got,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+@dataclass(frozen=True)
+class PartitionBatch:
+    """The result of one micro-batch for one partition, offsets ascending.
+
+    `events` records with offsets in [first_offset, last_offset] were consumed: each one is
+    either a sample (`samples`, `sample_offsets` gives its offset; `raw` the same rows before
+    the transform, for statistics) or a dead letter. So `events == len(samples) +
+    len(dead_letters)`. `gaps` are missing offsets inside the range.
+    """
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    events: int
+    samples: SampleBatch
+    sample_offsets: npt.NDArray[np.int64]
+    raw: RawBatch
+    dead_letters: list[DeadLetter]
+    gaps: list[OffsetGap]
+
+    def since(self, watermark: int) -> PartitionBatch | None:
+        """The rows with offset >= watermark (None when nothing is left): a replay's new part."""
+        if watermark <= self.first_offset:
+            return self
+        if watermark > self.last_offset:
+            return None
+        keep = np.flatnonzero(self.sample_offsets >= watermark)
+        dead = [d for d in self.dead_letters if d.offset >= watermark]
+        offsets = np.concatenate([self.sample_offsets[keep], [d.offset for d in dead]])
+        return PartitionBatch(
+            topic=self.topic,
+            partition=self.partition,
+            first_offset=int(offsets.min()),
+            last_offset=self.last_offset,
+            events=len(keep) + len(dead),
+            samples=self.samples.take(keep),
+            sample_offsets=self.sample_offsets[keep],
+            raw=take_raw(self.raw, keep),
+            dead_letters=dead,
+            gaps=[g for g in self.gaps if g.got > watermark],
+        )
+
+
+def take_raw(raw: RawBatch, index: npt.NDArray[np.int64]) -> RawBatch:
+    """The rows of `raw` at `index`, in that order."""
+    return RawBatch(raw.label[index], raw.dense[index], raw.cats[index], raw.cat_missing[index])
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """`batches` one per partition (ascending partition); `repeated` records dropped because
+    their (partition, offset) appeared earlier in the same micro-batch."""
+
+    batches: list[PartitionBatch]
+    repeated: int
+
+
+def split_batch(records: RecordBatch) -> SplitResult:
+    """Decode a micro-batch and cut it per partition, offsets ascending.
+
+    Never raises on bad input: a record that breaks the contract becomes a DeadLetter.
+    Decoding happens once for the whole micro-batch (the parser is columnar).
+    """
+    n = len(records)
+    if n == 0:
+        return SplitResult([], 0)
+    order = np.lexsort((records.offsets, records.partitions))
+    parts = records.partitions[order]
+    offs = records.offsets[order]
+    # The same record twice in one batch (a re-fetch after a seek) counts once.
+    first = np.ones(n, dtype=np.bool_)
+    first[1:] = (parts[1:] != parts[:-1]) | (offs[1:] != offs[:-1])
+    order, parts, offs = order[first], parts[first], offs[first]
+    values = records.values
+    decoded = decode_events([values[i] for i in order])
+    good = decoded.good_index
+    samples = to_samples(decoded.events.rows, decoded.events.event_time_ms)
+    bad_pos = np.asarray([b.index for b in decoded.bad], dtype=np.int64)
+    bad_reason = [b.reason for b in decoded.bad]
+    bounds = np.flatnonzero(np.diff(parts)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(parts)]])
+    good_cut = np.searchsorted(good, starts)
+    good_end = np.searchsorted(good, ends)
+    bad_cut = np.searchsorted(bad_pos, starts)
+    bad_end = np.searchsorted(bad_pos, ends)
+    batches = []
+    for k, (lo, hi) in enumerate(zip(starts, ends)):
+        partition = int(parts[lo])
+        rows = np.arange(good_cut[k], good_end[k])
+        dead = [
+            DeadLetter(
+                records.topic,
+                partition,
+                int(offs[bad_pos[j]]),
+                records.keys[order[bad_pos[j]]],
+                values[order[bad_pos[j]]],
+                bad_reason[j],
+            )
+            for j in range(bad_cut[k], bad_end[k])
+        ]
+        batches.append(
+            PartitionBatch(
+                topic=records.topic,
+                partition=partition,
+                first_offset=int(offs[lo]),
+                last_offset=int(offs[hi - 1]),
+                events=int(hi - lo),
+                samples=samples.take(slice(int(good_cut[k]), int(good_end[k]))),
+                sample_offsets=offs[good[good_cut[k] : good_end[k]]],
+                raw=take_raw(decoded.events.rows, rows),
+                dead_letters=dead,
+                gaps=_gaps(records.topic, partition, offs[lo:hi]),
+            )
+        )
+    return SplitResult(batches, int(n - len(order)))
+
+
+def _gaps(topic: str, partition: int, offsets: npt.NDArray[np.int64]) -> list[OffsetGap]:
+    jumps = np.flatnonzero(np.diff(offsets) > 1)
+    return [
+        OffsetGap(topic, partition, int(offsets[j]) + 1, int(offsets[j + 1])) for j in jumps
+    ]
+
+
+def warm_up() -> None:
+    """Run the decoder once on one synthetic event: its first call imports pyarrow's lazy
+    modules (pandas, seconds), which must not happen inside the consumer loop."""
+    from stages.common.events import encode_event
+
+    value = encode_event("warmup:0", 0, b"0" + b"\t" * 39)
+    one = RecordBatch("warmup", np.zeros(1, np.int32), np.zeros(1, np.int64), [None], [value])
+    split_batch(one)

@@ -1,0 +1,242 @@
+"""One worker's processing state: micro-batch -> dead letters -> atomic Redis write -> counters.
+
+Transport-agnostic (the Faust app in `app.py` feeds it `RecordBatch`es and a dead-letter sender),
+so the same code runs under `freshrec features`, `faust -A ... worker` and the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from stages.common.errors import FeaturesError, ServiceUnavailable
+from stages.common.settings import CommonSettings
+from stages.features.core import (
+    DeadLetter,
+    FieldStats,
+    RecordBatch,
+    SplitResult,
+    split_batch,
+    warm_up,
+)
+from stages.features.settings import FeaturesSettings
+from stages.features.store import SampleStore
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("freshrec.features")
+T = TypeVar("T")
+
+DeadLetterSender = Callable[[list[DeadLetter]], Awaitable[None]]
+_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class RunCounters:
+    """What this worker did since it started (the store keeps the all-time counters)."""
+
+    events_in: int = 0
+    samples_out: int = 0
+    dead_letters: int = 0
+    duplicates_skipped: int = 0
+    repeated_in_batch: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_activity: float | None = None  # None until the first assignment or batch
+    first_batch_at: float | None = None
+    first_batch_events: int = 0
+    records_seen: int = 0
+    last_batch_at: float | None = None
+    next_offset: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A decoded micro-batch of `records` Kafka records, ready for `FeaturesRuntime.store`.
+    `stats[i]` are the statistics of `split.batches[i]`."""
+
+    split: SplitResult
+    records: int
+    stats: list[FieldStats]
+
+
+def redis_client(common: CommonSettings) -> Redis:
+    """An asyncio Redis client for the feature store (bytes in, bytes out)."""
+    from stages.common.errors import require
+
+    require("redis", "features")
+    from redis.asyncio import Redis
+
+    password = common.redis_password.get_secret_value() if common.redis_password else None
+    return Redis.from_url(common.redis_url, password=password, decode_responses=False)
+
+
+class FeaturesRuntime:
+    """The processing state of one worker. Call `start` inside the event loop, then `handle`
+    for each micro-batch, `flush_stats` now and then, and `close` at the end."""
+
+    def __init__(self, common: CommonSettings, settings: FeaturesSettings) -> None:
+        self.common = common
+        self.settings = settings
+        self.counters = RunCounters()
+        self._client: Redis | None = None
+        self._store: SampleStore | None = None
+        self._pending = FieldStats.empty()
+        self._pending_rows = 0
+        self._lock = asyncio.Lock()
+        #: Set by the consumer in use: events not processed yet in its partitions, or None.
+        self.lag_probe: Callable[[], int | None] = lambda: None
+        self._last_progress = (time.monotonic(), 0)
+
+    async def start(self) -> None:
+        """Connect to Redis (idempotent); ServiceUnavailable when it does not answer."""
+        if self._store is not None:
+            return
+        from redis.exceptions import RedisError
+
+        client = redis_client(self.common)
+        try:
+            await client.ping()
+        except RedisError as exc:
+            await client.aclose()
+            raise ServiceUnavailable(
+                f"Redis at {self.common.redis_url} does not answer ({exc}): start it "
+                "(`freshrec infra up`) or set FRESHREC_REDIS_URL"
+            ) from exc
+        # In a thread: it imports for seconds, and the consumer's heartbeats share this loop.
+        await asyncio.to_thread(warm_up)
+        self._client = client
+        self._store = SampleStore(
+            client, self.common.redis_namespace, self.settings.retention_blocks
+        )
+
+    async def handle(self, records: RecordBatch, send_dead: DeadLetterSender) -> None:
+        """Process one micro-batch exactly once into the store.
+
+        Dead letters are sent (and acknowledged by the broker) BEFORE the Redis write that
+        consumes their offsets, so a crash in between re-sends them: the dead-letter topic is
+        at least once. Transient Redis errors are retried with backoff.
+        """
+        await self.store(self.prepare(records), send_dead)
+
+    def prepare(self, records: RecordBatch) -> PreparedBatch:
+        """The CPU part of `handle` (decode, transform, statistics, split per partition).
+        Pure, so it may run in a thread."""
+        split = split_batch(records)
+        stats = [FieldStats.of(b.raw, b.samples.ids) for b in split.batches]
+        return PreparedBatch(split, len(records), stats)
+
+    async def store(self, prepared: PreparedBatch, send_dead: DeadLetterSender) -> None:
+        """The I/O part of `handle`: dead letters, then the atomic Redis write, then counters.
+        Calls for the same partitions must not overlap (await one before the next)."""
+        if self._store is None:
+            raise FeaturesError("FeaturesRuntime.store called before start()")
+        split = prepared.split
+        dead = [d for b in split.batches for d in b.dead_letters]
+        if dead:
+            await send_dead(dead)
+        store = self._store
+        report = await self._with_retry(lambda: store.write(split.batches))
+        c = self.counters
+        precomputed = {id(b): s for b, s in zip(split.batches, prepared.stats)}
+        for batch in report.written:
+            # A batch trimmed after an overlap is a new object: its statistics are recomputed.
+            stats = precomputed.get(id(batch)) or FieldStats.of(batch.raw, batch.samples.ids)
+            self._pending = self._pending.merge(stats)
+            self._pending_rows += len(batch.samples)
+            c.samples_out += len(batch.samples)
+            c.dead_letters += len(batch.dead_letters)
+            c.events_in += batch.events
+        for batch in split.batches:
+            c.next_offset[batch.partition] = batch.last_offset + 1
+        c.duplicates_skipped += report.duplicates
+        c.repeated_in_batch += split.repeated
+        c.batches += 1
+        c.records_seen += prepared.records
+        c.last_activity = c.last_batch_at = time.monotonic()
+        if c.first_batch_at is None:
+            c.first_batch_at, c.first_batch_events = c.last_batch_at, prepared.records
+
+    async def flush_stats(self) -> int | None:
+        """Merge the statistics gathered since the last flush into Redis; the new version,
+        or None when there was nothing to flush."""
+        if self._store is None or self._pending_rows == 0:
+            return None
+        async with self._lock:
+            delta, self._pending, self._pending_rows = self._pending, FieldStats.empty(), 0
+            store = self._store
+            return await self._with_retry(lambda: store.merge_stats(delta))
+
+    def progress_line(self, lag: int | None) -> str:
+        """One log line: totals since start, and the event rate since the previous line."""
+        c = self.counters
+        now = time.monotonic()
+        then, seen = self._last_progress
+        rate = (c.records_seen - seen) / max(now - then, 1e-9)
+        self._last_progress = (now, c.records_seen)
+        return (
+            f"events={c.events_in} ({rate:.0f}/s) samples={c.samples_out} "
+            f"dead_letters={c.dead_letters} duplicates_skipped={c.duplicates_skipped} "
+            f"batches={c.batches} lag={'?' if lag is None else lag}"
+        )
+
+    def touch(self) -> None:
+        """Count the worker as active now (a partition assignment, for `idle_s`)."""
+        self.counters.last_activity = time.monotonic()
+
+    def idle_s(self) -> float:
+        """Seconds since the last micro-batch or partition assignment; 0.0 before the first
+        (joining the consumer group takes seconds and is not idleness)."""
+        last = self.counters.last_activity
+        return 0.0 if last is None else time.monotonic() - last
+
+    async def close(self) -> None:
+        """Flush the statistics and close the Redis connection."""
+        if self._client is None:
+            return
+        try:
+            await self.flush_stats()
+        finally:
+            await self._client.aclose()
+            self._client, self._store = None, None
+
+    async def _with_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        for delay in _RETRY_S:
+            try:
+                return await call()
+            except (ConnectionError, TimeoutError) as exc:
+                log.warning("Redis error %r; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+        try:
+            return await call()
+        except (ConnectionError, TimeoutError) as exc:
+            raise ServiceUnavailable(
+                f"Redis at {self.common.redis_url} keeps failing ({exc}): check the server"
+            ) from exc
+
+
+def consumer_lag(consumer: Any, runtime: FeaturesRuntime) -> int | None:
+    """Events in the assigned partitions not processed yet (from the consumer's high
+    waters), or None when the consumer cannot tell yet. Works for Faust's and aiokafka's."""
+    try:
+        total = 0
+        assigned = consumer.assignment()
+        if not assigned:
+            return None
+        for tp in assigned:
+            high = consumer.highwater(tp)
+            done = runtime.counters.next_offset.get(tp.partition)
+            if high is None or done is None:
+                return None
+            total += max(0, int(high) - done)
+        return total
+    except Exception as exc:  # noqa: BLE001 - lag is a best-effort field of a log line
+        log.debug("lag unknown: %r", exc)
+        return None

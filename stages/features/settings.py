@@ -1,0 +1,77 @@
+"""Settings of the features stage: env prefix `FRESHREC_FEATURES_` (see `settings_config`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from stages.common.settings import settings_config
+
+
+class FeaturesSettings(BaseSettings):
+    """The Faust worker that turns events into samples. Env prefix `FRESHREC_FEATURES_`."""
+
+    model_config = settings_config("features")
+
+    group: str = Field(
+        "freshrec-features",
+        pattern=r"^[A-Za-z0-9_.\-]{1,100}$",
+        description="Faust app id = Kafka consumer group id; workers with the same group split "
+        "the partitions of the events topic.",
+    )
+    consumer: Literal["batch", "stream"] = Field(
+        "batch",
+        description="How the worker consumes: 'batch' = one aiokafka group member inside the "
+        "Faust worker, whole fetches (fast); 'stream' = a Faust agent with stream.take_events "
+        "(Faust's per-record path, a few thousand events/s).",
+    )
+    dlq_topic: str = Field(
+        "freshrec.samples.dlq",
+        pattern=r"^[A-Za-z0-9_.\-]{1,200}$",
+        description="Dead-letter topic for events that break the contract (JSON with the reason).",
+    )
+    batch_max: int = Field(
+        10_000,
+        ge=1,
+        le=100_000,
+        description="Most events in one micro-batch (one fetch, or stream.take_events). Larger "
+        "batches spread the per-batch costs (parser set-up, one script call per partition).",
+    )
+    batch_within_s: float = Field(
+        0.2, gt=0, le=60, description="Seconds to wait for a micro-batch to fill before it is cut."
+    )
+    retention_blocks: int = Field(
+        20_000,
+        ge=10,
+        description="Sample blocks kept in the Redis stream (XADD MAXLEN ~); one block holds the "
+        "rows of one partition in one micro-batch (at most batch_max rows). Older blocks are "
+        "trimmed; a reader sees the jump in block seq numbers.",
+    )
+    stats_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="Seconds between statistics snapshots written to Redis."
+    )
+    log_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between progress log lines."
+    )
+    session_timeout_s: float = Field(
+        6.0, ge=1, le=300, description="Kafka consumer-group session timeout (short: see "
+        "DEVELOPERS.md, group joins stall on the embedded broker with long ones)."
+    )
+    heartbeat_s: float = Field(
+        2.0, gt=0, le=100, description="Kafka consumer-group heartbeat interval."
+    )
+    stream_buffer_maxsize: int = Field(
+        20_000, ge=100, description="Faust per-partition stream buffer; fetching pauses when full."
+    )
+    max_poll_records: int = Field(
+        5000, ge=1, description="Most records one Kafka fetch hands to Faust."
+    )
+    web_enabled: bool = Field(
+        False, description="Run Faust's web server (bound to 127.0.0.1 only)."
+    )
+    web_port: int = Field(6066, ge=1, lt=65536, description="Port of Faust's web server.")
+    loglevel: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the worker."
+    )
