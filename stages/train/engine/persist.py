@@ -1,0 +1,87 @@
+"""Checkpoint files of a `TFEngine`: plain `.npy` arrays and one JSON per rank, no pickle.
+
+Layout of a checkpoint directory written by N ranks:
+
+    rank_<r>/state.json        step, world size, rank, last export sequence, the model spec
+    rank_<r>/table/<name>.npy  the shard's bookkeeping (`ShardTable.state`)
+    rank_<r>/pool/<name>.npy   the shard's rows and optimizer slots
+    rank_<r>/net/<name>.npy    dense weights, fallback rows and their optimizer slots
+                               (replicated: every rank writes its identical copy)
+
+`state.json` is written last: a rank directory without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stages.common.errors import TrainError
+from stages.train.engine.dist import check_same_world
+
+if TYPE_CHECKING:
+    from stages.train.engine.engine import TFEngine
+
+STATE_VERSION = 1
+
+
+def _write(folder: Path, arrays: dict[str, Any]) -> None:
+    for name, value in arrays.items():
+        path = folder / (name.replace("/", "__") + ".npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.asarray(value), allow_pickle=False)
+
+
+def _read(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise TrainError(f"checkpoint folder {folder} is missing: pick a complete checkpoint")
+    return {
+        p.name[: -len(".npy")].replace("__", "/"): np.load(p, allow_pickle=False)
+        for p in sorted(folder.glob("*.npy"))
+    }
+
+
+def save(engine: TFEngine, directory: Path) -> None:
+    """Write `engine`'s rank directory under `directory`."""
+    folder = Path(directory) / f"rank_{engine.rank}"
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(folder / "table", engine.table.state())
+    _write(folder / "pool", engine.pool.state())
+    _write(folder / "net", engine.net.state())
+    state = {
+        "version": STATE_VERSION,
+        "step": engine.step,
+        "size": engine.size,
+        "rank": engine.rank,
+        "last_export_seq": engine.last_export_seq,
+        "spec": engine.spec.to_dict(),
+        "optimizer": engine.config.optimizer,
+    }
+    (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+
+
+def restore(engine: TFEngine, directory: Path) -> None:
+    """Load `engine`'s rank directory; TrainError when missing, partial or incompatible."""
+    folder = Path(directory) / f"rank_{engine.rank}"
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except FileNotFoundError:
+        raise TrainError(
+            f"{folder} has no state.json: the checkpoint is incomplete or from fewer ranks"
+        ) from None
+    if state.get("version") != STATE_VERSION:
+        raise TrainError(f"checkpoint version {state.get('version')!r}, expected {STATE_VERSION}")
+    check_same_world(int(state["size"]), engine.size)
+    if state["spec"] != engine.spec.to_dict() or state["optimizer"] != engine.config.optimizer:
+        raise TrainError("checkpoint has another model spec or optimizer than the configuration")
+    try:
+        engine.table.load_state(_read(folder / "table"))
+        engine.pool.load_state(_read(folder / "pool"))
+        engine.net.load_state(_read(folder / "net"))
+    except (KeyError, ValueError) as exc:
+        raise TrainError(f"checkpoint {folder} does not fit this configuration: {exc}") from None
+    engine.step = int(state["step"])
+    engine.last_export_seq = state["last_export_seq"]
