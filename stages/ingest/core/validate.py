@@ -1,0 +1,186 @@
+"""Validation of raw lines, and the dead-letter record format (topic `freshrec.events.dlq`).
+
+A line is valid exactly when `criteo.VALID_ROW` matches it (the one definition of "valid").
+The fast path runs that same pattern over a whole `LineBatch` at once (pyarrow's RE2, columnar);
+the reason of a failure comes from `criteo.row_error`, computed only for the failures, after
+three checks of our own: "blank line", "line too long: N bytes (limit L)" and
+"not UTF-8: byte 0xNN at offset K".
+
+Dead-letter record, schema version 1:
+
+    key   = b"<source_tag>:<seq>", the event id the row would have had (so it names the source
+            and the position, and a line dead-lettered twice has the same key)
+    value = compact UTF-8 JSON object with exactly these fields:
+        schema_version  1
+        source          what was read: a resolved file path, "-" (stdin) or "synthetic"
+        source_tag      the event-id source of the run (`sources.py` says how it is derived)
+        line            1-based line number in the source (in the current pass for --loop)
+        seq             the sequence number the event would have had
+        reason          human-readable reason, e.g. "I3 is not an integer: 'abc'"
+        kind            the reason without its detail, for counting ("I3 is not an integer")
+        raw_b64         the raw line without its line end, base64 (cut to the length limit)
+        raw_length      the real length of the line in bytes
+        ingest_time_ms  when ingest read it, ms since the Unix epoch
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stages.common.criteo import VALID_ROW, row_error
+from stages.common.errors import ContractError
+from stages.ingest.core.lines import MAX_LINE_BYTES, LineBatch
+
+DLQ_SCHEMA_VERSION = 1
+# VALID_ROW for RE2, applied to b"\t" + line (see `separated_lines`). RE2 has no possessive
+# groups and needs none (it never backtracks): `(...)?+` and `(...)?` match the same rows.
+_FAST_PATTERN = "^\t" + VALID_ROW.pattern.decode("ascii")[1:].replace(")?+", ")?")
+
+
+# pyarrow's own numpy conversions try to import pandas (seconds, on first use): these don't.
+def bools_to_numpy(array: pa.Array) -> npt.NDArray[np.bool_]:
+    """A pyarrow boolean array without nulls -> bool[n]."""
+    bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[array.offset : array.offset + len(array)].astype(
+        np.bool_
+    )
+
+
+def numpy_to_arrow(values: npt.NDArray[np.int64] | npt.NDArray[np.bool_]) -> pa.Array:
+    """int64[n] or bool[n] -> a pyarrow array (no nulls), without pyarrow's pandas probing."""
+    if values.dtype == np.bool_:
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def separated_lines(batch: LineBatch) -> pa.BinaryArray:
+    """The lines of `batch` as a pyarrow array whose item i is b"\\t" + line i.
+
+    One copy of the chunk, shifted by one byte: every b"\\n" becomes the b"\\t" in front of the
+    next line, so the array reuses the batch's offsets, and the events can be built from it
+    without another copy.
+    """
+    data = np.empty(len(batch.data) + 1, dtype=np.uint8)
+    data[0] = 9
+    data[1:] = np.frombuffer(batch.data, dtype=np.uint8)
+    data[batch.offsets[1:]] = 9  # the b"\n" ending line i now precedes line i + 1
+    offsets = batch.offsets.astype(np.int32) if len(data) < 2**31 else batch.offsets
+    kind = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(kind, len(batch), buffers)
+
+
+def fast_valid(lines: pa.Array, batch: LineBatch) -> npt.NDArray[np.bool_]:
+    """bool[n]: True where line i is a valid row (and was not cut for being too long)."""
+    if len(batch) == 0:
+        return np.zeros(0, dtype=np.bool_)
+    matched = pc.match_substring_regex(lines, _FAST_PATTERN)
+    ok = bools_to_numpy(matched)
+    if batch.full_length:
+        ok[list(batch.full_length)] = False
+    return ok
+
+
+def line_reason(raw: bytes, full_length: int | None = None, limit: int = MAX_LINE_BYTES) -> str:
+    """Why `raw` (a line without its line end) is not a valid row.
+
+    `full_length` is the line's real length when `raw` was cut. Returns a reason for every line
+    the validator rejects; a line that `VALID_ROW` accepts gets a reason that says so (it means
+    the fast path and `VALID_ROW` disagree, a bug).
+    """
+    if full_length is not None and full_length > limit:
+        return f"line too long: {full_length} bytes (limit {limit})"
+    if not raw.strip(b"\r"):
+        return "blank line"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+    reason = row_error(raw)
+    if reason is None:
+        return "rejected by the fast validator although VALID_ROW accepts it (a bug)"
+    return reason
+
+
+def reason_kind(reason: str) -> str:
+    """The reason without its detail, for counting: "I3 is not an integer: 'x'" -> "I3 is ..."."""
+    if reason.startswith("expected "):
+        return "wrong number of fields"
+    return reason.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-letter record (see the module docstring for the wire format)."""
+
+    source: str
+    source_tag: str
+    line: int
+    seq: int
+    reason: str
+    raw: bytes
+    raw_length: int
+    ingest_time_ms: int
+
+    @property
+    def kind(self) -> str:
+        """The reason without its detail."""
+        return reason_kind(self.reason)
+
+    def key(self) -> bytes:
+        """The record key: the event id the row would have had."""
+        return b"%s:%d" % (self.source_tag.encode(), self.seq)
+
+    def value(self) -> bytes:
+        """The record value (compact JSON, UTF-8)."""
+        fields: dict[str, Any] = asdict(self)
+        fields.pop("raw")
+        fields.update(
+            schema_version=DLQ_SCHEMA_VERSION,
+            kind=self.kind,
+            raw_b64=base64.b64encode(self.raw).decode("ascii"),
+        )
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+_DLQ_FIELDS = frozenset(
+    ["schema_version", "source", "source_tag", "line", "seq", "reason", "kind", "raw_b64",
+     "raw_length", "ingest_time_ms"]
+)  # fmt: skip
+
+
+def decode_dead_letter(value: bytes) -> DeadLetter:
+    """Parse a dead-letter record value; ContractError when it breaks the format."""
+    try:
+        fields = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"dead letter is not UTF-8 JSON: {exc}") from None
+    if not isinstance(fields, dict) or set(fields) != _DLQ_FIELDS:
+        got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
+        raise ContractError(f"dead letter fields must be {sorted(_DLQ_FIELDS)}, got {got}")
+    if fields["schema_version"] != DLQ_SCHEMA_VERSION:
+        raise ContractError(f"unsupported dead-letter schema version {fields['schema_version']!r}")
+    try:
+        raw = base64.b64decode(fields["raw_b64"], validate=True)
+        return DeadLetter(
+            source=str(fields["source"]),
+            source_tag=str(fields["source_tag"]),
+            line=int(fields["line"]),
+            seq=int(fields["seq"]),
+            reason=str(fields["reason"]),
+            raw=raw,
+            raw_length=int(fields["raw_length"]),
+            ingest_time_ms=int(fields["ingest_time_ms"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ContractError(f"dead letter has a malformed field: {exc}") from None

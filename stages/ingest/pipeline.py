@@ -1,0 +1,122 @@
+"""Preparing batches ahead of the producer, in other threads.
+
+A reader thread cuts the source into parts and hands each to a small pool of workers that
+validate and encode it (pyarrow kernels, which release the GIL), while the main thread hands
+earlier parts to librdkafka. Parts come out in source order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+
+import numpy as np
+
+from stages.ingest.core.pacing import head, split
+from stages.ingest.core.prepare import PreparedBatch, prepare_batch
+from stages.ingest.sources import SourceBatch
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+Job = Callable[[], PreparedBatch]
+
+
+def prepared_parts(
+    batches: Iterable[SourceBatch], limit: int | None, part_lines: int
+) -> Iterator[Job]:
+    """The source's batches, cut to at most `limit` lines in all and `part_lines` per part, as
+    jobs that prepare (validate and encode) one part each, in order."""
+    read = 0
+    for item in batches:
+        lines = item.lines if limit is None else head(item.lines, limit - read)
+        for part in split(lines, part_lines):
+            times = item.event_time_ms
+            if isinstance(times, np.ndarray):
+                first = part.first_line - item.lines.first_line
+                times = times[first : first + len(part)]
+            yield partial(prepare_batch, part, item.position, times)
+            read += len(part)
+        if limit is not None and read >= limit:
+            return
+
+
+class Prefetch:
+    """Runs `jobs` on `workers` threads, at most `depth` jobs ahead of the consumer, and
+    yields their results in order.
+
+    The jobs are drawn from `jobs` in a daemon thread. An exception raised by `jobs` or by a
+    job is re-raised by the consumer's next `next()`. `close` (or leaving the `with` block)
+    stops the threads at their next step; a thread blocked in a read of stdin is left behind
+    (it is a daemon) rather than waited for.
+    """
+
+    def __init__(self, jobs: Iterable[Job], workers: int = 2, depth: int = 4) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-prepare")
+        self._thread = threading.Thread(
+            target=self._run, args=(iter(jobs),), name="ingest-read", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, jobs: Iterator[Job]) -> None:
+        try:
+            for job in jobs:
+                if not self._put(self._pool.submit(job)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(_Failure(exc))
+            return
+        self._put(_DONE)
+
+    def __iter__(self) -> Iterator[PreparedBatch]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            if isinstance(item, Future):
+                yield item.result()
+
+    def close(self) -> None:
+        """Stop the thread (idempotent)."""
+        self._closed.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=2.0)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,147 @@
+"""`run_ingest`: the ingest entrypoint (the CLI and the Prefect flow both call it)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from stages.common.errors import ConfigError
+from stages.common.settings import CommonSettings
+from stages.ingest.core.pacing import IngestSummary, Tally, TokenBucket, summarize
+from stages.ingest.core.prepare import PreparedBatch
+from stages.ingest.core.synthetic import SyntheticConfig
+from stages.ingest.kafka import CountingProducer, ensure_topics
+from stages.ingest.pipeline import Prefetch, prepared_parts
+from stages.ingest.settings import IngestSettings
+from stages.ingest.sources import (
+    SourceBatch,
+    check_loop,
+    file_batches,
+    stream_batches,
+    synthetic_batches,
+)
+
+Source = str | Path | BinaryIO | SyntheticConfig
+
+
+def _batches(
+    source: Source, settings: IngestSettings, loop: bool, limit: int | None
+) -> Iterator[SourceBatch]:
+    check_loop(source, loop)
+    chunk, max_line = settings.chunk_bytes, settings.max_line_bytes
+    if isinstance(source, SyntheticConfig):
+        return synthetic_batches(source, settings.synthetic_start, limit)
+    if source == "synthetic":
+        config = SyntheticConfig(
+            seed=settings.synthetic_seed, events_per_s=settings.synthetic_events_per_s
+        )
+        return synthetic_batches(config, settings.synthetic_start, limit)
+    if source == "-":
+        return stream_batches(sys.stdin.buffer, chunk_bytes=chunk, max_line=max_line)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"--source {source}: no such file (use a path, '-' or 'synthetic')")
+        return file_batches(path, chunk_bytes=chunk, max_line=max_line, loop=loop)
+    name = str(getattr(source, "name", "-"))
+    return stream_batches(source, chunk_bytes=chunk, max_line=max_line, name=name)
+
+
+class _Progress:
+    """Prints a progress line to `out` every `interval` seconds."""
+
+    def __init__(self, out: TextIO | None, interval: float, start: float) -> None:
+        self._out, self._interval = out, interval
+        self._start = self._last = start
+        self._last_read = 0
+
+    def maybe(self, tally: Tally, now: float) -> None:
+        if self._out is None or now - self._last < self._interval:
+            return
+        rate = (tally.read - self._last_read) / (now - self._last)
+        self._last, self._last_read = now, tally.read
+        print(
+            f"ingest: {rate:,.0f} events/s | read {tally.read:,}, queued {tally.queued:,}, "
+            f"dead-lettered {tally.dead:,} in {now - self._start:.0f} s",
+            file=self._out,
+            flush=True,
+        )
+
+
+def run_ingest(
+    common: CommonSettings,
+    settings: IngestSettings,
+    source: Source,
+    *,
+    rate: float | None = None,
+    limit: int | None = None,
+    loop: bool = False,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+) -> IngestSummary:
+    """Read `source`, send its valid rows to `common.topic_events` and the others, with their
+    reasons, to `common.topic_events_dlq`; return when the source ends (or `limit` lines were
+    read, or `stop` is set) and every record is acknowledged or counted as failed.
+
+    source: a file path (plain or gzip), "-" (stdin), "synthetic" (the generator, seeded by the
+    settings), a `SyntheticConfig`, or a binary stream. rate: at most this many lines per
+    second (token bucket). limit: read at most this many lines. loop: read a file again and
+    again (with new event ids). progress: a line on stderr every `settings.progress_interval_s`.
+    Raises ConfigError (bad arguments), ServiceUnavailable (no broker) or IngestError (the
+    source cannot be read). Bad rows never raise: they are dead-lettered and counted.
+    """
+    if rate is not None and rate <= 0:
+        raise ConfigError(f"--rate must be > 0, got {rate}")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    batches = _batches(source, settings, loop, limit)
+    if settings.create_topics:
+        ensure_topics(common, [common.topic_events, common.topic_events_dlq])
+    producer = CountingProducer(common, settings)
+    tally, started = Tally(), time.monotonic()
+    reporter = _Progress(sys.stderr if progress else None, settings.progress_interval_s, started)
+    bucket = TokenBucket(rate, max(1.0, rate / 10), started) if rate else None
+    slice_lines = max(1, int(rate / 20)) if rate else 1 << 30
+    stopped = False
+    try:
+        with Prefetch(prepared_parts(batches, limit, slice_lines)) as parts:
+            for prepared in parts:
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+                if bucket is not None:
+                    _sleep(bucket.wait(prepared.read, time.monotonic()), stop)
+                _send(producer, common, prepared, tally)
+                reporter.maybe(tally, time.monotonic())
+    finally:
+        producer.close()
+    failed_events = producer.failed(common.topic_events)
+    failed_dead = producer.failed(common.topic_events_dlq)
+    return summarize(tally, failed_events, failed_dead, time.monotonic() - started, stopped)
+
+
+def _sleep(seconds: float, stop: threading.Event | None) -> None:
+    if seconds <= 0:
+        return
+    if stop is not None:
+        stop.wait(seconds)
+    else:
+        time.sleep(seconds)
+
+
+def _send(
+    producer: CountingProducer, common: CommonSettings, prepared: PreparedBatch, tally: Tally
+) -> None:
+    producer.send(common.topic_events, prepared.keys, prepared.values)
+    if prepared.dead:
+        keys = [d.key() for d in prepared.dead]
+        producer.send(common.topic_events_dlq, keys, [d.value() for d in prepared.dead])
+        tally.by_reason.update(d.kind for d in prepared.dead)
+    tally.read += prepared.read
+    tally.queued += len(prepared.values)
+    tally.dead += len(prepared.dead)
+    producer.poll()

@@ -1,0 +1,150 @@
+"""Ingest sources: a Criteo TSV file (plain or gzip), a binary stream (stdin), the generator.
+
+Each source yields `SourceBatch`es: a `LineBatch`, where it is in the source, and event times.
+Source tags (the `<source>` of event ids, 1-32 chars of [A-Za-z0-9_.-]):
+
+- a file: "f" + 12 hex digits of blake2b(resolved path, size, mtime_ns): the same unchanged file
+  gives the same ids on every run (a consumer can spot a re-ingested row), a changed one new ids;
+- a stream (stdin): "s" + 16 random hex digits, new for every run (a stream cannot be identified);
+- the generator: `synthetic_source_tag(config)`, i.e. "syn<seed>-<config fingerprint>".
+
+Gzip is detected by its magic bytes (1f 8b), not by the file name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from stages.common.errors import ConfigError, IngestError
+from stages.ingest.core.lines import LineBatch, LineSplitter
+from stages.ingest.core.prepare import SourcePosition
+from stages.ingest.core.synthetic import SyntheticConfig, generate_rows, synthetic_source_tag
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_SYNTHETIC_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Lines read from a source, where they are in it, and their event times (ms)."""
+
+    lines: LineBatch
+    position: SourcePosition
+    event_time_ms: int | npt.NDArray[np.int64]
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms since the Unix epoch (the event time of rows without one)."""
+    return time.time_ns() // 1_000_000
+
+
+def file_tag(path: Path) -> str:
+    """The source tag of a file: stable while the file (path, size, mtime) does not change."""
+    resolved = path.resolve()
+    stat = resolved.stat()
+    ident = f"{resolved}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    return "f" + hashlib.blake2b(ident, digest_size=6).hexdigest()
+
+
+def stream_tag() -> str:
+    """The source tag of a stream: unique per call."""
+    return "s" + uuid.uuid4().hex[:16]
+
+
+def _read_chunks(stream: BinaryIO, chunk_bytes: int, eager: bool) -> Iterator[bytes]:
+    """Chunks of up to `chunk_bytes`; `eager`: return what a pipe has now, not wait to fill."""
+    read = getattr(stream, "read1", stream.read) if eager else stream.read
+    while chunk := read(chunk_bytes):
+        yield chunk
+
+
+def _stream_batches(
+    stream: BinaryIO, position: SourcePosition, chunk_bytes: int, max_line: int, eager: bool
+) -> Iterator[SourceBatch]:
+    splitter = LineSplitter(max_line)
+    for chunk in _read_chunks(stream, chunk_bytes, eager):
+        batch = splitter.feed(chunk)
+        if len(batch):
+            yield SourceBatch(batch, position, now_ms())
+    last = splitter.finish()
+    if len(last):
+        yield SourceBatch(last, position, now_ms())
+
+
+def _open_file(path: Path) -> BinaryIO:
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc.strerror}; check the --source path") from None
+    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def file_batches(
+    path: Path, *, chunk_bytes: int, max_line: int, loop: bool = False
+) -> Iterator[SourceBatch]:
+    """The lines of a file, read once or (`loop`) again and again with new sequence numbers.
+
+    Pass k (0-based) uses seq_base = k * (lines in the file), so event ids never repeat.
+    Raises IngestError when the file cannot be read or is not valid gzip.
+    """
+    if not path.is_file():
+        raise IngestError(f"{path} is not a file; check the --source path")
+    tag, name, seq_base = file_tag(path), str(path.resolve()), 0
+    while True:
+        lines = 0
+        position = SourcePosition(name, tag, seq_base)
+        with _open_file(path) as stream:
+            try:
+                for item in _stream_batches(stream, position, chunk_bytes, max_line, False):
+                    lines += len(item.lines)
+                    yield item
+            except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+                raise IngestError(f"cannot read {path}: {exc}") from None
+        if not loop or lines == 0:
+            return
+        seq_base += lines
+
+
+def stream_batches(
+    stream: BinaryIO, *, chunk_bytes: int, max_line: int, name: str = "-"
+) -> Iterator[SourceBatch]:
+    """The lines of a binary stream (stdin, a pipe, a BytesIO), read once, with a fresh tag."""
+    position = SourcePosition(name, stream_tag())
+    yield from _stream_batches(stream, position, chunk_bytes, max_line, True)
+
+
+def synthetic_batches(
+    config: SyntheticConfig, start: int = 0, count: int | None = None
+) -> Iterator[SourceBatch]:
+    """`count` rows (None: endless) of the generator from position `start` on. seq = position,
+    so an event id names its position in the generator's stream; event times are simulated."""
+    position = SourcePosition("synthetic", synthetic_source_tag(config), 0)
+    end = None if count is None else start + count
+    while end is None or start < end:
+        size = _SYNTHETIC_CHUNK if end is None else min(_SYNTHETIC_CHUNK, end - start)
+        chunk = generate_rows(config, start, size)
+        lengths = np.fromiter((len(r) + 1 for r in chunk.rows), np.int64, len(chunk.rows))
+        offsets = np.zeros(len(chunk.rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = b"\n".join(chunk.rows) + b"\n"
+        yield SourceBatch(LineBatch(data, offsets, start + 1), position, chunk.event_time_ms)
+        start += size
+
+
+def check_loop(source: object, loop: bool) -> None:
+    """--loop needs a file: ConfigError otherwise."""
+    is_file = isinstance(source, (str, Path)) and str(source) not in ("-", "synthetic")
+    if loop and not is_file:
+        raise ConfigError("--loop repeats a file; it does not apply to stdin or synthetic")
