@@ -45,6 +45,9 @@ def main() -> None:
         level=os.environ.get("FRESHREC_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request drowns the useful lines.
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         create_app()()
     except FreshrecError as exc:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import typer
 
 STAGES = ("ingest", "features", "train", "publish")
+
+
+def _point_prefect_at_settings() -> None:
+    """Make Prefect use the configured server; must run before Prefect is first imported
+    (otherwise Prefect reads its own default and may start a temporary server)."""
+    from stages.common.settings import CommonSettings, load_settings
+
+    os.environ.setdefault("PREFECT_API_URL", load_settings(CommonSettings).prefect_api_url)
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -29,6 +38,7 @@ def deploy_command(
     pool: Annotated[str, typer.Option(help="Prefect process work pool")] = "freshrec",
 ) -> None:
     """Create or update the Prefect deployment of one stage (or all four)."""
+    _point_prefect_at_settings()
     from flows.deployments import deploy, deploy_all, deployment_name
 
     if stage not in (*STAGES, "all"):
@@ -46,6 +56,7 @@ def run_command(
     ] = None,
 ) -> None:
     """Run one stage's flow in the foreground (tracked by the Prefect server)."""
+    _point_prefect_at_settings()
     from flows.stages import FLOWS
 
     if stage not in FLOWS:
@@ -61,6 +72,7 @@ def demo_command(
     serve_port: Annotated[int, typer.Option(help="port of the demo's serving process")] = 8765,
 ) -> None:
     """The whole pipeline on this machine: services, deployments, live progress, serving."""
+    _point_prefect_at_settings()
     from rich.console import Console
 
     from flows.demo import DemoOptions, run_demo

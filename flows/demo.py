@@ -11,7 +11,9 @@ Ctrl-C cancels the runs and stops the worker and serving; the services stay up f
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +42,7 @@ DEMO_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ class DemoSummary:
             and self.served_version is not None
             and self.served_version == self.latest_version
         )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _worker_env(common: CommonSettings) -> dict[str, str]:
@@ -140,7 +147,7 @@ def _table(progress: monitor.Progress, states: dict[str, str], elapsed: float) -
     table = Table(title=f"freshrec demo - {elapsed:,.0f} s", show_header=False)
     c = progress.store_counters
     show = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
-    table.add_row("events in Kafka", show(progress.events_in_topic))
+    table.add_row("events in Kafka (broker offsets)", show(progress.events_in_topic))
     table.add_row("ingest dead letters", show(progress.ingest_dead_letters))
     table.add_row("samples stored", show(c.get("samples_out")))
     table.add_row("features dead letters", show(c.get("dead_letters")))
@@ -154,10 +161,23 @@ def _table(progress: monitor.Progress, states: dict[str, str], elapsed: float) -
     return table
 
 
+def _line(progress: monitor.Progress, states: dict[str, str], elapsed: float) -> str:
+    """The progress as one log line (for logs and CI, where no live table is drawn)."""
+    c = progress.store_counters
+    auc = "-" if progress.progressive_auc is None else f"{progress.progressive_auc:.4f}"
+    return (
+        f"[{elapsed:5.0f} s] samples={c.get('samples_out', 0):,} windows={progress.windows} "
+        f"auc={auc} table={progress.table_size} versions={progress.versions} "
+        + " ".join(f"{k}={v}" for k, v in states.items())
+    )
+
+
 def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> DemoSummary:
     """Run the demo; see the module docstring. Returns its summary (also printed)."""
     from infra.services import up
 
+    # SIGTERM (a supervisor, `kill`) stops the demo like Ctrl-C: runs cancelled, worker stopped.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     console.rule("[bold]freshrec demo")
     console.print("starting the embedded services (Kafka protocol, Redis, MLflow, Prefect) ...")
     up(common)
@@ -182,18 +202,24 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
             _trigger("ingest", {"source": options.source, "rate": options.rate, "limit": None,
                                 "duration_s": d})
         )
-        with Live(console=console, refresh_per_second=1) as live:
+        last_line = 0.0
+        with Live(console=console, refresh_per_second=1, transient=not console.is_terminal) as live:
             while True:
                 elapsed = time.monotonic() - start
                 progress = monitor.look(common)
                 states = asyncio.run(_states(run_ids))
                 live.update(_table(progress, states, elapsed))
+                if not console.is_terminal and elapsed - last_line >= 10:
+                    console.print(_line(progress, states, elapsed))
+                    last_line = elapsed
                 if server is None and progress.latest_version:
                     server = demo_serving.start(common, options.serve_port, log_dir)
                 if all(states.get(s) in TERMINAL for s in run_ids):
                     break
                 time.sleep(2)
-        summary = _summarise(common, before, asyncio.run(_states(run_ids)))
+        summary = _summarise(
+            common, before, asyncio.run(_states(run_ids)), run_ids.get("ingest")
+        )
         if server is not None:
             summary.served_version, summary.predictions = demo_serving.query(
                 options.serve_port, summary.latest_version
@@ -222,16 +248,44 @@ def _counts(common: CommonSettings) -> dict[str, int]:
     }
 
 
+async def _ingest_counts(run_id: UUID) -> dict[str, int]:
+    """The ingest run's own summary (its persisted flow result): read, sent, dead_lettered."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        run = await client.read_flow_run(run_id)
+    if run.state is None:
+        return {}
+    result = await run.state.aresult(raise_on_failure=False)
+    return dict(result) if isinstance(result, dict) else {}
+
+
 def _summarise(
-    common: CommonSettings, before: dict[str, int], states: dict[str, str]
+    common: CommonSettings,
+    before: dict[str, int],
+    states: dict[str, str],
+    ingest_run: UUID | None,
 ) -> DemoSummary:
-    """What this demo added (differences, so a second demo on the same services adds up too)."""
+    """What this demo added (differences, so a second demo on the same services adds up too).
+
+    Event counts come from the ingest run's summary; the broker's high watermarks are only a
+    fallback (Tansu reports them with a lag).
+    """
     after = _counts(common)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     count, latest, _production = monitor.registry_state(common)
     sent, dlq = delta.get("topic_events", 0), delta.get("topic_dlq", 0)
+    read = sent + dlq
+    if ingest_run is not None:
+        try:
+            ingest = asyncio.run(_ingest_counts(ingest_run))
+            read = ingest.get("read", read)
+            sent = ingest.get("sent", sent)
+            dlq = ingest.get("dead_lettered", dlq) + ingest.get("failed", 0)
+        except Exception as exc:  # the summary still prints, from the broker's numbers
+            log.warning("could not read the ingest run's result (%s); using broker offsets", exc)
     return DemoSummary(
-        events_read=sent + dlq,
+        events_read=read,
         events_sent=sent,
         ingest_dead_letters=dlq,
         samples_stored=delta.get("samples_out", 0),

@@ -65,7 +65,7 @@ def _window_table(common: CommonSettings, run_id: str) -> tuple[list[dict[str, A
     return [{"window": step, **rows[step]} for step in sorted(rows)][-200:], url
 
 
-@flow(name="freshrec-ingest", retries=0, log_prints=True)
+@flow(name="freshrec-ingest", retries=0, log_prints=True, persist_result=True)
 def ingest_flow(
     source: str = "synthetic",
     rate: float | None = None,

@@ -6,5 +6,7 @@ venv="${FRESHREC_VENV:-.venv}"
 export TF_USE_LEGACY_KERAS=1 PYTHONUNBUFFERED=1
 echo "== import contracts (import-linter)"
 "$venv/bin/lint-imports"
+echo "== types (mypy over stages, flows, infra)"
+"$venv/bin/mypy"
 echo "== tests"
 "$venv/bin/pytest" "$@"
