@@ -32,20 +32,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.demo import DEMO_ENV as DEMO_SETTINGS  # noqa: E402
 from infra.services import free_port, start_service  # noqa: E402
 from stages.common.settings import CommonSettings, load_settings  # noqa: E402
 from stages.publish.core.freshness import freshness  # noqa: E402
 from stages.publish.watch import watch_alias  # noqa: E402
 
-DEMO_ENV = {
-    "FRESHREC_TRAIN_WINDOW_SAMPLES": "4096",
-    "FRESHREC_TRAIN_WINDOW_SECONDS": "5",
-    "FRESHREC_TRAIN_EXPORT_EVERY": "1",
-    "FRESHREC_TRAIN_CHECKPOINT_EVERY": "3",
-    "FRESHREC_TRAIN_FULL_EXPORT_EVERY": "5",
-    "FRESHREC_PUBLISH_FULL_EVERY": "5",
-    "FRESHREC_PUBLISH_SERVE_POLL_S": "2",
-}
+DEMO_ENV = {**DEMO_SETTINGS, "FRESHREC_PUBLISH_SERVE_POLL_S": "2"}
 CRITEO = ROOT.parent / "shared" / "data" / "criteo" / "criteo_sample_10k.tsv.gz"
 
 
