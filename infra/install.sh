@@ -13,6 +13,7 @@ extras="${1:-all}"
 venv="${FRESHREC_VENV:-.venv}"
 py="${FRESHREC_PYTHON:-python3.11}"
 command -v "$py" >/dev/null 2>&1 || py=python3
+py="$(command -v "$py")"  # absolute: the Horovod step puts the venv's python first on PATH
 log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
 
 if ! "$py" -m uv --version >/dev/null 2>&1; then
