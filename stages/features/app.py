@@ -73,6 +73,8 @@ def build_app(common: CommonSettings, settings: FeaturesSettings) -> FeaturesApp
     """Build the app, its agent and timers. Nothing connects until a worker starts it."""
     faust: Any = require("faust", "features")
     runtime = FeaturesRuntime(common, settings)
+    datadir = common.state_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust fails on a fresh state dir otherwise
     app = faust.App(
         settings.group,
         broker=[f"kafka://{host}" for host in common.kafka_bootstrap.split(",")],
@@ -89,7 +91,7 @@ def build_app(common: CommonSettings, settings: FeaturesSettings) -> FeaturesApp
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         web_port=settings.web_port,
-        datadir=str(common.state_dir / "faust"),
+        datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
