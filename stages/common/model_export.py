@@ -224,17 +224,30 @@ def apply_delta(base: ModelExport, delta: ModelExport) -> ModelExport:
         )
     if delta.spec != base.spec:
         raise ContractError("delta and base have different model specs")
-    keep = ~np.isin(base.ids, delta.evicted) & ~np.isin(base.ids, delta.ids)
-    ids = np.concatenate([base.ids[keep], delta.ids])
-    rows = np.concatenate([base.rows[keep], delta.rows])
-    order = np.argsort(ids, kind="stable")
+    ids, rows = upsert_rows(base.ids, base.rows, delta.ids, delta.rows, delta.evicted)
     return ModelExport(
         spec=base.spec,
         kind="full",
         export_seq=delta.export_seq,
         base_seq=None,
         dense=dict(delta.dense),
-        ids=ids[order],
-        rows=rows[order],
+        ids=ids,
+        rows=rows,
         meta=dict(delta.meta),
     )
+
+
+def upsert_rows(
+    ids: npt.NDArray[np.uint64],
+    rows: npt.NDArray[np.float32],
+    new_ids: npt.NDArray[np.uint64],
+    new_rows: npt.NDArray[np.float32],
+    drop: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+    """(ids, rows) sorted by id: the old rows minus `drop` and minus `new_ids`, plus the new
+    rows (a new row replaces the old one of its id)."""
+    keep = ~np.isin(ids, drop) & ~np.isin(ids, new_ids)
+    merged_ids = np.concatenate([ids[keep], new_ids])
+    merged_rows = np.concatenate([rows[keep], new_rows])
+    order = np.argsort(merged_ids, kind="stable")
+    return merged_ids[order], merged_rows[order]

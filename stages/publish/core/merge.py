@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from stages.common.errors import PublishError
-from stages.common.model_export import ModelExport, apply_delta
+from stages.common.model_export import ModelExport, apply_delta, upsert_rows
 
 
 class ChainGap(PublishError):
@@ -38,10 +38,7 @@ def merge_deltas(older: ModelExport, newer: ModelExport) -> ModelExport:
         raise ChainGap(f"delta {newer.export_seq} follows {newer.base_seq}, not {older.export_seq}")
     if newer.spec != older.spec:
         raise PublishError("the two deltas have different model specs")
-    keep = ~np.isin(older.ids, newer.ids) & ~np.isin(older.ids, newer.evicted)
-    ids = np.concatenate([older.ids[keep], newer.ids])
-    rows = np.concatenate([older.rows[keep], newer.rows])
-    order = np.argsort(ids, kind="stable")
+    ids, rows = upsert_rows(older.ids, older.rows, newer.ids, newer.rows, newer.evicted)
     evicted = np.union1d(older.evicted, newer.evicted).astype(np.uint64)
     evicted = evicted[~np.isin(evicted, newer.ids)]
     return ModelExport(
@@ -50,8 +47,8 @@ def merge_deltas(older: ModelExport, newer: ModelExport) -> ModelExport:
         export_seq=newer.export_seq,
         base_seq=older.base_seq,
         dense=dict(newer.dense),
-        ids=ids[order],
-        rows=rows[order],
+        ids=ids,
+        rows=rows,
         evicted=evicted,
         meta=dict(newer.meta),
     )
