@@ -4,16 +4,19 @@ experiment (online vs frozen model). Writes bench/RESULTS-train.md and bench/out
     .venv/bin/python bench/train_bench.py            # speed: -np 1 and -np 2 (horovodrun), drift
     .venv/bin/python bench/train_bench.py --speed    # speed only
     .venv/bin/python bench/train_bench.py --drift    # drift only
+    ... --write                                      # also append the results to RESULTS-train.md
 
 Speed: rows from the ingest stage's synthetic generator (`stages/ingest/core/synthetic.py`,
 Criteo-like cardinalities, Zipf 1.1, new ids keep arriving), parsed and transformed like real
 rows, mini-batches of 4,096 per rank. "dynamic" is `TFEngine.train` with admission
 (admit_after=2), eviction (capacity 131,072 ids over all shards, evict_after_steps=10) and
 sharding over the ranks; "static" is the same network and update rule with a tf_keras
-`Embedding(131072, w)` over `id % 131072`, replicated and its gradient allreduced. Both run in
-the same processes, alternating step by step (each dynamic step is one `train` call, so it also
-pays the call's two bookkeeping collectives), so machine noise hits both alike; the ratio is
-the median over step pairs. samples/s counts the rows of all ranks (median step time).
+`Embedding(131072, w)` over `id % 131072`, replicated and its gradient allreduced. The unit of
+work is a window of --window-steps mini-batches (default 4; the trainer's default window of
+8,192 rows at batch 256 is 32 steps): one `TFEngine.train` call for "dynamic", so it pays
+the call's bookkeeping collectives once per window, as the trainer does. Both run in the same
+processes, alternating window by window, so machine noise hits both alike; the ratio is the
+median over window pairs. samples/s counts the rows of all ranks (median window time).
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from stages.train.core.engine_protocol import EngineConfig  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-train.md"
 OUT = ROOT / "bench" / "out"
-BATCH, STEPS, CAPACITY = 4096, 24, 131_072
+BATCH, CAPACITY = 4096, 131_072
+WINDOW_STEPS = 4  # mini-batches per timed window (one train call), --window-steps
+STEPS = 32  # timed mini-batches per model, in max(8, STEPS // window_steps) windows
 SPECS = {
     "wide_deep": ModelSpec("wide_deep", 16, (128, 64)),
     "dcn": ModelSpec("dcn", 16, (128, 64), cross_layers=1),
@@ -100,36 +105,41 @@ class StaticModel:
         idx = (batch.ids % np.uint64(self.vocab)).astype(np.int32)
         self._step(idx, batch.dense, batch.label.astype(np.float32), np.float32(self.t))
 
+    def train_window(self, window: SampleBatch, batch_size: int) -> None:
+        for start in range(0, len(window), batch_size):
+            self.train(window.take(slice(start, start + batch_size)))
 
-def speed_worker(json_out: Path) -> None:
+
+def speed_worker(json_out: Path, window_steps: int) -> None:
     from stages.train.engine import TFEngine
     from stages.train.engine.dist import collectives
 
     comm = collectives()
     config = SyntheticConfig(seed=7)
-    n_batches = 1 + STEPS
-    data, _ = samples(config, comm.rank * n_batches * BATCH, n_batches * BATCH)
-    batches = [data.take(slice(i * BATCH, (i + 1) * BATCH)) for i in range(n_batches)]
+    window = BATCH * window_steps
+    n_windows = 1 + max(8, STEPS // window_steps)
+    data, _ = samples(config, comm.rank * n_windows * window, n_windows * window)
+    windows = [data.take(slice(i * window, (i + 1) * window)) for i in range(n_windows)]
     results: dict[str, object] = {"size": comm.size}
     for model, spec in SPECS.items():
         dyn = TFEngine(EngineConfig(spec=spec, batch_size=BATCH, table_capacity=CAPACITY,
                                     admit_after=2, evict_after_steps=10), comm)
         static = StaticModel(spec, CAPACITY, comm)
-        dyn.train(batches[0])  # warm-up: tracing
-        static.train(batches[0])
+        dyn.train(windows[0])  # warm-up: tracing
+        static.train_window(windows[0], BATCH)
         times: dict[str, list[float]] = {"dynamic": [], "static": []}
         evicted = 0
-        for b in batches[1:]:
+        for b in windows[1:]:
             for name in ("static", "dynamic"):
                 comm.allgather(np.zeros(1, np.int64))  # start together
                 start = time.perf_counter()
                 if name == "dynamic":
                     evicted += dyn.train(b).evicted
                 else:
-                    static.train(b)
+                    static.train_window(b, BATCH)
                 took = np.asarray(comm.allgather(np.array([time.perf_counter() - start])))
                 times[name].append(float(took.max()))
-        rows = BATCH * comm.size
+        rows = window * comm.size
         rates = {k: [rows / t for t in v] for k, v in times.items()}
         pair = np.median(np.array(times["static"]) / np.array(times["dynamic"]))
         results[model] = {k: float(np.median(v)) for k, v in rates.items()}
@@ -140,13 +150,14 @@ def speed_worker(json_out: Path) -> None:
         json_out.write_text(json.dumps(results))
 
 
-def run_speed() -> str:
+def run_speed(window_steps: int) -> str:
     runner = Path(sys.executable).with_name("horovodrun")
     lines = []
     for np_ in (1, 2):
         out = OUT / f"speed_np{np_}.json"
         cmd = [str(runner), "-np", str(np_), "--gloo", "-H", f"localhost:{np_}", sys.executable,
-               str(Path(__file__).resolve()), "--speed-worker", str(out)]
+               str(Path(__file__).resolve()), "--speed-worker", str(out),
+               "--window-steps", str(window_steps)]
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
         res = json.loads(out.read_text())
         for model in SPECS:
@@ -156,12 +167,14 @@ def run_speed() -> str:
     print("\n".join(lines))
     return (
         f"\n## Training speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
-        f"Command: `.venv/bin/python bench/train_bench.py --speed` on {platform.node()}, "
+        f"Command: `.venv/bin/python bench/train_bench.py --speed --window-steps {window_steps}` "
+        f"on {platform.node()}, "
         f"{os.cpu_count()} cores shared with other engineers' jobs (noisy: expect +-20%). "
         f"How: see the docstring of bench/train_bench.py (synthetic Criteo-like rows, batch "
         f"{BATCH} per rank, W&D and DCN-v2 with dim 16 and hidden (128, 64), Adagrad; "
-        f"{STEPS} steps each, alternating static/dynamic step by step; samples/s from the "
-        "median step time; ratio = median over step pairs of static time / dynamic time).\n\n"
+        f"{max(8, STEPS // window_steps)} windows of {window_steps} steps each, alternating "
+        "static/dynamic window by window; samples/s from the median window time; ratio = "
+        "median over window pairs of static time / dynamic time).\n\n"
         "| ranks | model | dynamic samples/s | static samples/s | ratio | table size | evicted |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
@@ -223,16 +236,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--drift", action="store_true")
+    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS-train.md")
+    parser.add_argument("--window-steps", type=int, default=WINDOW_STEPS,
+                        help="mini-batches of 4,096 rows per rank in one timed train call")
     parser.add_argument("--speed-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_worker:
-        speed_worker(args.speed_worker)
+        speed_worker(args.speed_worker, args.window_steps)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     both = not (args.speed or args.drift)
-    text = (run_speed() if args.speed or both else "") + (run_drift() if args.drift or both else "")
-    with RESULTS.open("a") as out:
-        out.write(text)
+    text = (run_speed(args.window_steps) if args.speed or both else "") + (
+        run_drift() if args.drift or both else ""
+    )
+    if args.write:
+        with RESULTS.open("a") as out:
+            out.write(text)
 
 
 if __name__ == "__main__":

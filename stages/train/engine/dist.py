@@ -36,6 +36,10 @@ class Collectives(Protocol):
         received (in rank order) and how many came from each rank."""
         ...
 
+    def alltoall_tensor(self, tensor: tf.Tensor, splits: tf.Tensor) -> tf.Tensor:
+        """`alltoall` on tensors, usable inside `tf.function` (received splits are dropped)."""
+        ...
+
     def allgather(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Every rank's `array` concatenated on axis 0 in rank order (first dims may differ)."""
         ...
@@ -61,6 +65,9 @@ class LocalCollectives:
         self, array: npt.NDArray[Any], splits: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
         return array, np.asarray(splits, np.int64)
+
+    def alltoall_tensor(self, tensor: tf.Tensor, splits: tf.Tensor) -> tf.Tensor:
+        return tensor
 
     def allgather(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return array
@@ -100,6 +107,10 @@ class HorovodCollectives:
             name=self._name("a2a"),
         )
         return out.numpy(), rsplits.numpy().astype(np.int64)
+
+    def alltoall_tensor(self, tensor: tf.Tensor, splits: tf.Tensor) -> tf.Tensor:
+        # Inside a tf.function the op is named by the traced graph, the same on every rank.
+        return self._hvd.alltoall(tensor, splits=splits)[0]
 
     def allgather(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         result: npt.NDArray[Any] = self._hvd.allgather(

@@ -2,21 +2,29 @@
 
 One training step on rank r (all ranks step together; see `train` for unequal row counts):
 
-1. distinct ids of the mini-batch (`tf.unique_with_counts`), grouped by owner `id % size`;
-2. all-to-all: ids and their occurrence counts go to their owners;
-3. each owner resolves them in its `ShardTable` (admission counting, eviction, new slots
-   re-initialised in its `Pool`) and answers the rows and an "admitted" flag (all-to-all back);
-4. the compiled step (`Network.train_step`) runs the model, using the field's fallback row for
-   ids without a row, sums the dense gradients over ranks and updates the dense weights;
-5. all-to-all: the row gradients go back to the owners, which apply the optimizer to their
-   pool rows (gradients of an id requested by several ranks are summed).
+1. host (`_plan`): distinct ids of the mini-batch (`tf.unique_with_counts`), grouped by owner
+   `id % size`; all-to-all: ids and their occurrence counts go to their owners; each owner
+   resolves them in its `ShardTable` (admission counting, eviction, slots for new ids and their
+   initial rows);
+2. one compiled call (`fused.CompiledSteps.train`): new slots re-initialised, rows sent back
+   with an "admitted" flag, the model step (fallback rows for ids without a row, dense
+   gradients summed over ranks), row gradients sent to their owners and applied to their pools.
+
+The host part of step s + 1 runs in a helper thread while step s's compiled call runs
+(TensorFlow releases the GIL), which hides most of the bookkeeping and, with several ranks, the
+wait for the ids' all-to-all. The outcome is the same as running them one after the other: the
+table only changes in `_plan`, in step order, and a slot that plan s + 1 hands to a new id is
+reset inside call s + 1, after call s has used it. While a `train` call runs, only the helper
+thread issues eager collectives (the compiled call's are graph ops with their own names), so
+every rank issues them in the same order.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -29,26 +37,14 @@ from stages.common.samples import SampleBatch
 from stages.train.core.engine_protocol import EngineConfig, TrainResult
 from stages.train.engine import persist
 from stages.train.engine.dist import Collectives, collectives, configure_devices
+from stages.train.engine.fused import CompiledSteps, StepPlan
 from stages.train.engine.optim import Optimizer
 from stages.train.engine.pool import Pool
-from stages.train.engine.step import Network, fallback_cells
+from stages.train.engine.step import Network
 from stages.train.engine.table import ShardTable
 
 PREDICT_CHUNK = 8192  # rows per scoring step (bounds memory on large windows)
-
-
-class _Route:
-    """Where a step's distinct ids went: send order, splits, and the owner's view."""
-
-    def __init__(
-        self, order: npt.NDArray[np.int64] | None, splits: npt.NDArray[np.int64]
-    ) -> None:
-        self.order = order
-        self.splits = splits
-        self.recv_splits = np.zeros_like(splits)
-        self.owner_slots = np.empty(0, np.int64)  # per received id, -1 when not admitted
-        self.owner_unique = np.empty(0, np.int64)  # size > 1: distinct valid slots ...
-        self.owner_segments = np.empty(0, np.int64)  # ... and, per valid received id, its index
+_NO_INTS = np.empty(0, np.int64)
 
 
 class TFEngine:
@@ -76,79 +72,69 @@ class TFEngine:
         with tf.device(self.device):
             self.pool = Pool(self.spec, shard_cap, optimizer, config.seed)
             self.net = Network(self.spec, optimizer, config.seed, self._comm.allreduce_sum)
+            self.steps = CompiledSteps(self.net, self.pool, self._comm.alltoall_tensor, self.size)
         self._comm.broadcast(self.net.vars)
         self.step = 0
         self.last_export_seq: int | None = None
+        self._planner: ThreadPoolExecutor | None = None
+        self.overlap_plans = True  # False: plan each step inline (same results, slower)
 
-    # -- routing ------------------------------------------------------------------------------
-    def _distinct(self, ids: npt.NDArray[np.uint64]) -> tuple[Any, Any, Any]:
+    # -- routing (host) ----------------------------------------------------------------------
+    def _plan(self, ids: npt.NDArray[np.uint64], step: int | None) -> StepPlan:
+        """The host side of a step over `ids` [n, F]: training step `step`, or scoring (None,
+        which changes nothing)."""
         flat = np.ascontiguousarray(ids, np.uint64).reshape(-1).view(np.int64)
         res = tf.unique_with_counts(tf.constant(flat), out_idx=tf.int32)
         uniq = res.y.numpy().view(np.uint64)
         inv = res.idx.numpy().reshape(ids.shape)
-        return uniq, inv, res.count.numpy().astype(np.int64)
-
-    def _fetch(
-        self, uniq: npt.NDArray[np.uint64], counts: npt.NDArray[np.int64], train: bool
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], _Route, int]:
-        """Rows and admitted flags of `uniq` from their owners (steps 1-3 of the docstring).
-        Rows of ids without a row are unspecified (the step uses the fallback rows)."""
-        if self.size > 1:
-            return self._fetch_sharded(uniq, counts, train)
-        route = _Route(None, np.array([uniq.size], np.int64))
-        evicted = 0
-        if train:
-            res = self.table.resolve(uniq, counts, self.step)
-            slots, evicted = res.slots, res.evicted
-            self.pool.reset(res.new_slots, res.new_ids)
-        else:
-            slots = self.table.lookup(uniq)
-        route.owner_slots = slots
-        return self.pool.gather(np.maximum(slots, 0)), slots >= 0, route, evicted
-
-    def _fetch_sharded(
-        self, uniq: npt.NDArray[np.uint64], counts: npt.NDArray[np.int64], train: bool
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], _Route, int]:
-        owner = (uniq % np.uint64(self.size)).astype(np.int64)
-        # Stable sort of small ints is a radix sort in NumPy: O(k).
-        order = np.argsort(owner.astype(np.int16), kind="stable")
-        route = _Route(order, np.bincount(owner, minlength=self.size).astype(np.int64))
+        counts = res.count.numpy().astype(np.int64)
+        if self.size == 1:
+            splits = np.array([uniq.size], np.int32)
+            return self._resolve(uniq, counts, inv, splits, splits, step)
+        owner = (uniq % np.uint64(self.size)).astype(np.int16)
+        order = np.argsort(owner, kind="stable")  # stable sort of small ints: a radix sort
+        position = np.empty(uniq.size, np.int32)
+        position[order] = np.arange(uniq.size, dtype=np.int32)
+        send = np.bincount(owner, minlength=self.size).astype(np.int64)
         packed = np.stack([uniq[order].view(np.int64), counts[order]], axis=1)
-        recv, route.recv_splits = self._comm.alltoall(packed, route.splits)
+        recv, recv_splits = self._comm.alltoall(packed, send)
         rids = np.ascontiguousarray(recv[:, 0]).view(np.uint64)
-        evicted = 0
-        if not train:
+        return self._resolve(
+            rids, recv[:, 1], position[inv], send.astype(np.int32),
+            recv_splits.astype(np.int32), step,
+        )  # fmt: skip
+
+    def _resolve(
+        self,
+        rids: npt.NDArray[np.uint64],
+        counts: npt.NDArray[np.int64],
+        inv: npt.NDArray[np.int32],
+        send_splits: npt.NDArray[np.int32],
+        recv_splits: npt.NDArray[np.int32],
+        step: int | None,
+    ) -> StepPlan:
+        """The owner's part: slots of the received ids `rids` (distinct in one process; the
+        same id may come from several ranks otherwise); `inv` maps cells to sent ids."""
+        if step is None:
             slots = self.table.lookup(rids)
-        else:  # the same id may come from several ranks
+            return StepPlan(inv, send_splits, recv_splits, slots, _NO_INTS, _NO_INTS,
+                            _NO_INTS, np.empty((0, self.spec.row_width), np.float32), 0)
+        if self.size == 1:
+            res = self.table.resolve(rids, counts, step)
+            slots, unique, segments = res.slots, res.slots[res.slots >= 0], _NO_INTS
+        else:
             res_u = tf.unique(tf.constant(rids.view(np.int64)), out_idx=tf.int64)
             uids, uinv = res_u.y.numpy().view(np.uint64), res_u.idx.numpy()
-            ucounts = np.bincount(uinv, weights=recv[:, 1], minlength=uids.size).astype(np.int64)
-            res = self.table.resolve(uids, ucounts, self.step)
-            slots, evicted = res.slots[uinv], res.evicted
-            self.pool.reset(res.new_slots, res.new_ids)
+            ucounts = np.bincount(uinv, weights=counts, minlength=uids.size).astype(np.int64)
+            res = self.table.resolve(uids, ucounts, step)
+            slots = res.slots[uinv]
             uvalid = res.slots >= 0
-            route.owner_unique = res.slots[uvalid]
-            route.owner_segments = (np.cumsum(uvalid) - 1)[uinv[slots >= 0]]
-        route.owner_slots = slots
-        valid = slots >= 0
-        answer = np.zeros((slots.size, self.spec.row_width + 1), np.float32)
-        answer[valid, :-1] = self.pool.gather(slots[valid])
-        answer[:, -1] = valid
-        back, _ = self._comm.alltoall(answer, route.recv_splits)
-        rows = np.empty((uniq.size, self.spec.row_width), np.float32)
-        rows[order] = back[:, :-1]
-        flags = np.empty(uniq.size, np.bool_)
-        flags[order] = back[:, -1] > 0.5
-        return rows, flags, route, evicted
-
-    def _push_grads(self, route: _Route, grads: npt.NDArray[np.float32]) -> None:
-        """Step 5: row gradients to their owners, optimizer on the owners' pool rows."""
-        valid = route.owner_slots >= 0
-        if route.order is None:  # one rank: the slots are distinct already
-            self.pool.apply(route.owner_slots[valid], grads[valid], float(self.step))
-            return
-        recv, _ = self._comm.alltoall(np.ascontiguousarray(grads[route.order]), route.splits)
-        self.pool.apply(route.owner_unique, recv[valid], float(self.step), route.owner_segments)
+            unique = res.slots[uvalid]
+            segments = (np.cumsum(uvalid) - 1)[uinv[slots >= 0]]
+        return StepPlan(
+            inv, send_splits, recv_splits, slots, unique, segments,
+            res.new_slots, self.pool.initial_rows(res.new_ids), res.evicted,
+        )  # fmt: skip
 
     # -- the protocol ----------------------------------------------------------------------
     def _lockstep(self, n: int) -> npt.NDArray[np.int64]:
@@ -162,10 +148,8 @@ class TFEngine:
         out = []
         for s in range(steps):
             part = batch.take(slice(s * PREDICT_CHUNK, (s + 1) * PREDICT_CHUNK))
-            uniq, inv, cnt = self._distinct(part.ids)
-            rows, flags, _, _ = self._fetch(uniq, cnt, train=False)
-            p = self.net.predict_step(rows, fallback_cells(inv, flags), part.dense)
-            out.append(p.numpy().astype(np.float64))
+            p = self.steps.predict(self._plan(part.ids, None), part.dense)
+            out.append(p.astype(np.float64))
         return np.concatenate([*out, np.empty(0, np.float64)])
 
     def train(self, batch: SampleBatch) -> TrainResult:
@@ -175,21 +159,16 @@ class TFEngine:
         size_b = self.config.batch_size
         counts = self._lockstep(len(batch))
         steps = int(-(-counts.max() // size_b))
+        parts = [batch.take(slice(s * size_b, (s + 1) * size_b)) for s in range(steps)]
+        first = self.step + 1
+        plans = self._plans([p.ids for p in parts], first)
         loss_sum, evicted = 0.0, 0
-        for s in range(steps):
-            part = batch.take(slice(s * size_b, (s + 1) * size_b))
+        for s, (part, plan) in enumerate(zip(parts, plans)):
+            self.step = first + s
             n_global = float(np.clip(counts - s * size_b, 0, size_b).sum())
-            self.step += 1
-            uniq, inv, cnt = self._distinct(part.ids)
-            rows, flags, route, ev = self._fetch(uniq, cnt, train=True)
-            evicted += ev
+            evicted += plan.evicted
             y = part.label.astype(np.float32)
-            lsum, grads = self.net.train_step(
-                rows, fallback_cells(inv, flags), part.dense, y,
-                np.float32(n_global), np.float32(self.step),
-            )
-            loss_sum += float(lsum)
-            self._push_grads(route, grads.numpy())
+            loss_sum += self.steps.train(plan, part.dense, y, n_global, float(self.step))
         totals = self._comm.allgather(np.array([[len(self.table), evicted]], np.int64))
         n = len(batch)
         return TrainResult(
@@ -200,6 +179,25 @@ class TFEngine:
             table_size=int(totals[:, 0].sum()),
             evicted=int(totals[:, 1].sum()),
         )
+
+    def _plans(self, ids: list[npt.NDArray[np.uint64]], first: int) -> Iterator[StepPlan]:
+        """The plans of training steps first, first + 1, ... in order, each computed in the
+        helper thread while the caller runs the previous step (see the module docstring)."""
+        if len(ids) < 2 or not self.overlap_plans:
+            for s, part in enumerate(ids):
+                yield self._plan(part, first + s)
+            return
+        if self._planner is None:
+            self._planner = ThreadPoolExecutor(1, thread_name_prefix="freshrec-plan")
+        pending: Future[StepPlan] = self._planner.submit(self._plan, ids[0], first)
+        try:
+            for s in range(len(ids)):
+                plan = pending.result()
+                if s + 1 < len(ids):
+                    pending = self._planner.submit(self._plan, ids[s + 1], first + s + 1)
+                yield plan
+        finally:  # the caller failed or stopped early: no plan may still be changing the table
+            wait([pending])
 
     def table_size(self) -> int:
         """Admitted ids over all shards. Collective."""

@@ -34,62 +34,37 @@ class Pool:
             lambda idx: tf.gather(self.rows, idx),
             input_signature=[tf.TensorSpec([None], tf.int64)],
         )
-        self._segment_sum = tf.function(
-            tf.math.unsorted_segment_sum,
-            input_signature=[
-                tf.TensorSpec([None, spec.row_width], tf.float32),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([], tf.int64),
-            ],
-        )
-        self._apply = tf.function(
-            self._apply_impl,
-            input_signature=[
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None, spec.row_width], tf.float32),
-                tf.TensorSpec([], tf.float32),
-            ],
-        )
 
     def variables(self) -> list[tf.Variable]:
         return [self.rows, *self.slots]
 
     def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Rows at `slots` (valid slots only)."""
+        """Rows at `slots` (valid slots only), eagerly, as NumPy (export, tests)."""
         if slots.size == 0:
             return np.zeros((0, self.spec.row_width), np.float32)
         result: npt.NDArray[np.float32] = self._gather(tf.constant(slots, tf.int64)).numpy()
         return result
 
-    def reset(self, slots: npt.NDArray[np.int64], ids: npt.NDArray[np.uint64]) -> None:
-        """Give `slots` to `ids`: initial rows, initial optimizer state."""
-        if slots.size == 0:
-            return
-        idx = tf.constant(slots, tf.int64)
-        self.rows.scatter_update(tf.IndexedSlices(init_rows(self.spec, ids, self.seed), idx))
+    def initial_rows(self, ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.float32]:
+        """Host-side initial rows of `ids` for `reset` (a pure function of id and seed)."""
+        return init_rows(self.spec, ids, self.seed)
+
+    # -- graph code: called inside the compiled steps (`fused.CompiledSteps`) ---------------
+    def reset(self, slots: tf.Tensor, rows: tf.Tensor) -> None:
+        """Give `slots` (int64[j]) new owners: rows float32[j, w] (from `models.init_rows`),
+        optimizer slots at their start values."""
+        idx = tf.cast(slots, tf.int64)
+        self.rows.scatter_update(tf.IndexedSlices(rows, idx))
+        shape = tf.shape(rows)
         for var, start in zip(self.slots, self._slot_starts):
-            fill = np.full((slots.size, self.spec.row_width), start, np.float32)
-            var.scatter_update(tf.IndexedSlices(fill, idx))
+            var.scatter_update(tf.IndexedSlices(tf.fill(shape, start), idx))
 
-    def apply(
-        self,
-        slots: npt.NDArray[np.int64],
-        grads: npt.NDArray[np.float32],
-        t: float,
-        segments: npt.NDArray[np.int64] | None = None,
-    ) -> None:
-        """Optimizer step on the unique `slots`. Without `segments`, `grads[i]` is the gradient
-        of `slots[i]`; with them, of `slots[segments[i]]` (gradients of a slot are summed)."""
-        if slots.size == 0:
-            return
-        if segments is not None:
-            grads = self._segment_sum(
-                tf.constant(grads, tf.float32), tf.constant(segments, tf.int64),
-                tf.constant(slots.size, tf.int64),
-            )
-        self._apply(tf.constant(slots, tf.int64), grads, tf.constant(t, tf.float32))
+    def read(self, slots: tf.Tensor) -> tf.Tensor:
+        """Rows at `slots` (int64[k], every slot valid)."""
+        return tf.gather(self.rows, slots)
 
-    def _apply_impl(self, slots: tf.Tensor, grads: tf.Tensor, t: tf.Tensor) -> None:
+    def apply(self, slots: tf.Tensor, grads: tf.Tensor, t: tf.Tensor) -> None:
+        """Optimizer step on unique `slots` (int64[k]) with gradients float32[k, w]."""
         self.optimizer.apply_rows(self.rows, slots, grads, self.slots, t)
 
     def state(self) -> dict[str, npt.NDArray[np.float32]]:

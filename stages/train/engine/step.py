@@ -1,10 +1,11 @@
-"""The replicated part of the model and the compiled training / scoring steps.
+"""The replicated part of the model: dense weights, fallback rows, and the graph-side math.
 
 `Network` holds the dense weights and the fallback rows (one [n_fields, w] variable, the rows
 of `hashing.fallback_ids`), replicated on every rank and kept equal by summing their gradients
-over ranks. The embedding rows a step needs arrive as an input tensor `rows_u` (one row per
-distinct id of the mini-batch, fetched from their owner shards); the step returns the gradient
-for those rows so the engine can send it back to the owners.
+over ranks. The embedding rows a step needs arrive as a tensor `rows_u` (one row per distinct id
+of the mini-batch, fetched from their owner shards); `update` returns the gradient for those
+rows so the caller can send it back to the owners. `update` and `probabilities` are meant to be
+called inside a `tf.function` (`fused.CompiledSteps` compiles the whole step around them).
 
 The loss of a step is sum(logloss over this rank's rows) / (rows over all ranks in this step),
 so summing gradients over ranks gives the mean gradient of the global mini-batch, and a rank
@@ -23,21 +24,19 @@ from stages.common.model_export import ModelSpec
 from stages.train.engine.models import fallback_init, init_dense, logits
 from stages.train.engine.optim import Optimizer
 
-def fallback_cells(
-    inv: npt.NDArray[np.int32], valid_u: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.int32]:
-    """Cell -> row index into [rows_u; fallback]: `inv` where the id has a row, else
-    len(valid_u) + field."""
-    k, n_fields = valid_u.shape[0], inv.shape[1]
-    fallback = np.arange(k, k + n_fields, dtype=np.int32)[None, :]
-    return np.where(valid_u[inv], inv, fallback).astype(np.int32)
-
-
 AllReduce = Callable[[list[tf.Tensor]], list[tf.Tensor]]
 
 
+def fallback_cells(inv: tf.Tensor, admitted: tf.Tensor) -> tf.Tensor:
+    """int32[n, F] cell -> row of [rows_u; fallback]: `inv` where the id has a row (admitted
+    bool[k]), else k + field (the field's fallback row)."""
+    k = tf.shape(admitted, out_type=tf.int32)[0]
+    fallback = k + tf.range(tf.shape(inv)[1], dtype=tf.int32)[None, :]
+    return tf.where(tf.gather(admitted, inv), inv, fallback)
+
+
 class Network:
-    """Dense weights, fallback rows, their optimizer state, and the two compiled steps."""
+    """Dense weights, fallback rows and their optimizer state."""
 
     def __init__(self, spec: ModelSpec, optimizer: Optimizer, seed: int, allreduce: AllReduce):
         self.spec = spec
@@ -51,32 +50,17 @@ class Network:
             [tf.Variable(s) for s in optimizer.slot_init(tuple(v.shape))] for v in self.vars
         ]
         self._decay = [n.endswith("kernel") or n == "fallback" for n in self.names]
-        w = spec.row_width
-        common = [
-            tf.TensorSpec([None, w], tf.float32),  # rows_u
-            tf.TensorSpec([None, spec.n_fields], tf.int32),  # cell -> row of rows_u|fallback
-            tf.TensorSpec([None, spec.n_dense], tf.float32),  # x
-        ]
-        self.train_step = tf.function(
-            self._train_impl,
-            input_signature=[
-                *common,
-                tf.TensorSpec([None], tf.float32),  # y
-                tf.TensorSpec([], tf.float32),  # rows in this step over all ranks
-                tf.TensorSpec([], tf.float32),  # global step t >= 1
-            ],
-        )
-        self.predict_step = tf.function(self._predict_impl, input_signature=common)
 
     def _embed(self, rows_u: tf.Tensor, cells: tf.Tensor) -> tf.Tensor:
-        # One gather from [rows_u; fallback]: the host already pointed cells of ids without a
-        # row at k + field (`fallback_cells`). Cheaper than a tf.where over [n, F, w].
+        # One gather from [rows_u; fallback] with cells from `fallback_cells`: cheaper than a
+        # tf.where over [n, F, w].
         return tf.gather(tf.concat([rows_u, self.fallback], axis=0), cells)
 
-    def _predict_impl(self, rows_u: tf.Tensor, cells: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    def probabilities(self, rows_u: tf.Tensor, cells: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        """float32[n] click probabilities (graph code)."""
         return tf.sigmoid(logits(self.spec, self.dense, self._embed(rows_u, cells), x))
 
-    def _train_impl(
+    def update(
         self,
         rows_u: tf.Tensor,
         cells: tf.Tensor,
@@ -85,6 +69,8 @@ class Network:
         n_global: tf.Tensor,
         t: tf.Tensor,
     ) -> tuple[tf.Tensor, tf.Tensor]:
+        """One optimizer step of the dense weights (gradients summed over ranks) from this
+        rank's rows; returns (sum of logloss, gradient float32[k, w] of `rows_u`). Graph code."""
         with tf.GradientTape() as tape:
             tape.watch(rows_u)
             z = logits(self.spec, self.dense, self._embed(rows_u, cells), x)

@@ -58,6 +58,22 @@ def test_predict_equals_reference_on_export(model: str, optimizer: str) -> None:
     assert len(export.ids) == eng.table_size() + 26
 
 
+def test_overlapped_planning_changes_nothing() -> None:
+    # Plans computed in the helper thread during the previous step (the default) must give
+    # exactly the model that inline planning gives, evictions and slot reuse included.
+    rng = np.random.default_rng(5)
+    batches = [make_batch(rng, 512, vocab=400) for _ in range(4)]
+    overlapped, inline = (engine("wide_deep", table_capacity=300, evict_after_steps=4)
+                          for _ in range(2))  # fmt: skip
+    inline.overlap_plans = False
+    results = [[e.train(b) for b in batches] for e in (overlapped, inline)]
+    assert [r.evicted for r in results[0]] == [r.evicted for r in results[1]]
+    assert results[0][-1].evicted > 0 and results[0][-1].steps == 8
+    for a, b in zip(overlapped.pool.state().values(), inline.pool.state().values()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(overlapped.predict(batches[0]), inline.predict(batches[0]))
+
+
 def test_predict_reads_only() -> None:
     rng = np.random.default_rng(2)
     eng = engine("wide_deep", admit_after=2)
