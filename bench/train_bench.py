@@ -93,8 +93,10 @@ class StaticModel:
             uniq, pos = tf.unique(g.indices)
             summed = tf.math.unsorted_segment_sum(g.values, pos, tf.shape(uniq)[0])
             self.opt.apply_rows(self.emb.embeddings, tf.cast(uniq, tf.int64), summed, self.slots, t)
-            for var, grad, slots in zip(variables[1:], grads[1:], self.net.slots):
-                self.opt.apply_dense(var, grad, slots, t, True)
+            for var, grad, slots, scale in zip(
+                variables[1:], grads[1:], self.net.slots, self.net.lr_scales
+            ):
+                self.opt.apply_dense(var, grad, slots, t, True, scale)
             return loss
 
         self._step = step

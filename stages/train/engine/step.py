@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from stages.common.model_export import ModelSpec
 from stages.train.engine.models import fallback_init, init_dense, logits
-from stages.train.engine.optim import Optimizer
+from stages.train.engine.optim import Optimizer, lr_scale
 
 AllReduce = Callable[[list[tf.Tensor]], list[tf.Tensor]]
 
@@ -50,6 +50,7 @@ class Network:
             [tf.Variable(s) for s in optimizer.slot_init(tuple(v.shape))] for v in self.vars
         ]
         self._decay = [n.endswith("kernel") or n == "fallback" for n in self.names]
+        self.lr_scales = [lr_scale(n) for n in self.names]
 
     def _embed(self, rows_u: tf.Tensor, cells: tf.Tensor) -> tf.Tensor:
         # One gather from [rows_u; fallback] with cells from `fallback_cells`: cheaper than a
@@ -84,8 +85,10 @@ class Network:
             for g, v in zip(grads[1:], self.vars)
         ]
         dense_grads = self._allreduce(dense_grads)
-        for var, g, slots, decay in zip(self.vars, dense_grads, self.slots, self._decay):
-            self.optimizer.apply_dense(var, g, slots, t, decay)
+        for var, g, slots, decay, scale in zip(
+            self.vars, dense_grads, self.slots, self._decay, self.lr_scales
+        ):
+            self.optimizer.apply_dense(var, g, slots, t, decay, scale)
         return loss_sum, row_grad
 
     def dense_numpy(self) -> dict[str, npt.NDArray[np.float32]]:
