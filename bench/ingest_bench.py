@@ -271,13 +271,23 @@ it is less sensitive to the other engineers' load than the rates. Each rate is l
 divided by the wall time from the first read (first produce) to the last acknowledgement
 (flush returned); topics are created before either timer starts (ingest still checks them).
 
-Where ingest's extra CPU goes (profiled separately, one 4 MiB batch of ~20,000 rows, CPU time
-per row): the exact validation (`criteo.VALID_ROW` run by RE2 over the batch) about 0.85-1.0 µs,
-building keys and values (pyarrow joins) about 0.15 µs, turning them into Python bytes about
-0.16 µs, splitting lines about 0.06-0.09 µs; the rest is thread hand-offs. Preparation runs
-in two worker threads beside the producing main thread, but on 2 cores the bare loop and the
-broker already keep both busy, so this work cannot hide behind them: the rate ratio tracks the
-CPU ratio.
+Where ingest's extra CPU goes (thread CPU per row, measured inside the running pipeline and on
+one 4 MiB batch of ~17,000 rows on its own): the exact validation about 0.27-0.3 µs on its own,
+0.4 inside the pipeline (`rowcheck.surely_valid`, NumPy bit sets; RE2 on the same batch costs
+0.8, and only checks the rare lines the bit sets leave open); building keys and values (pyarrow
+joins) about 0.15 µs; turning them into Python bytes 0.12-0.2 µs (mostly the page faults of
+fresh pymalloc arenas); reading and splitting lines about 0.13 µs; the copy of the lines with
+their tab about 0.04 µs; the rest is thread hand-offs and the GIL (the producing main thread
+waits while a worker holds it). Large buffers (read chunk, validation bit sets, the tab-shifted
+copy) are reused from batch to batch: fresh megabytes cost a page fault per 4 KiB, which was
+about 0.3 µs per row in all. On 2 cores the bare loop and the broker already keep both busy,
+so this work cannot hide behind them: the rate ratio tracks the CPU ratio (with the broker's
+own CPU, the same on both sides, added to each).
+
+Both sides use the same client call, `Producer.produce` per record with `poll(0)` every 8,192.
+confluent-kafka 2.16 also has `produce_batch(topic, [dict, ...])`: measured without a broker it
+queues a record in 0.9-1.1 µs against 1.2 µs for `produce`, but building the dicts costs
+0.3-0.5 µs more, so ingest does not use it and the bare loop does not either.
 """
 
 

@@ -61,11 +61,24 @@ def stream_tag() -> str:
     return "s" + uuid.uuid4().hex[:16]
 
 
-def _read_chunks(stream: BinaryIO, chunk_bytes: int, eager: bool) -> Iterator[bytes]:
-    """Chunks of up to `chunk_bytes`; `eager`: return what a pipe has now, not wait to fill."""
-    read = getattr(stream, "read1", stream.read) if eager else stream.read
-    while chunk := read(chunk_bytes):
-        yield chunk
+def _read_chunks(
+    stream: BinaryIO, chunk_bytes: int, eager: bool
+) -> Iterator[bytes | bytearray]:
+    """Chunks of up to `chunk_bytes`; `eager`: return what a pipe has now, not wait to fill.
+
+    A full chunk is one bytearray, read into again for the next chunk (megabytes of fresh memory
+    for every chunk would cost a page fault per 4 KiB): use it before asking for the next.
+    """
+    buffer = bytearray(chunk_bytes)
+    view = memoryview(buffer)
+    readinto = getattr(stream, "readinto1", None) if eager else getattr(stream, "readinto", None)
+    if readinto is None:
+        read = getattr(stream, "read1", stream.read) if eager else stream.read
+        while chunk := read(chunk_bytes):
+            yield chunk
+        return
+    while size := readinto(view):
+        yield buffer if size == chunk_bytes else bytes(view[:size])
 
 
 def _stream_batches(

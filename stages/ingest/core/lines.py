@@ -1,7 +1,8 @@
 """Cutting a byte stream into numbered lines, in large chunks, with a bound on line length.
 
-`LineSplitter` is fed raw chunks of any size (it keeps the unfinished last line between calls)
-and returns `LineBatch`es. Rules, so that the counts always add up:
+`LineSplitter` is fed raw chunks of any size (it keeps the unfinished last line between calls,
+never the chunk itself: the caller may read the next chunk into the same bytearray) and
+returns `LineBatch`es. Rules, so that the counts always add up:
 
 - A line ends at b"\\n"; a b"\\r\\n" ending counts as b"\\n" (the b"\\r" is dropped). The text
   after the last b"\\n" of the stream is one more line (`finish`), unless it is empty.
@@ -44,12 +45,21 @@ class LineBatch:
         return self.data[int(self.offsets[index]) : int(self.offsets[index + 1]) - 1]
 
 
-def _batch(data: bytes, first_line: int, max_line: int, long_first: int = 0) -> LineBatch:
+def _batch(
+    data: bytes,
+    first_line: int,
+    max_line: int,
+    long_first: int = 0,
+    scratch: npt.NDArray[np.bool_] | None = None,
+) -> LineBatch:
     """Lines of `data` (empty, or ending with b"\\n"), long ones cut to `max_line` bytes.
 
-    `long_first` > 0 is the real length of line 0 when the caller already cut it.
+    `long_first` > 0 is the real length of line 0 when the caller already cut it. `scratch`, at
+    least len(data) long, saves a temporary array (fresh memory costs page faults).
     """
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    hits = np.equal(raw, 10, out=None if scratch is None else scratch[: len(raw)])
+    ends = np.flatnonzero(hits)
     offsets = np.empty(ends.shape[0] + 1, dtype=np.int64)
     offsets[0] = 0
     offsets[1:] = ends + 1
@@ -84,14 +94,17 @@ class LineSplitter:
         self._tail_length = 0  # its real length so far
         self._next_line = 1
         self._pending_cr = False  # the previous chunk ended with b"\r"
+        self._scratch = np.empty(0, dtype=np.bool_)  # reused from chunk to chunk
 
     def _make(self, data: bytes, long_first: int = 0) -> LineBatch:
-        batch = _batch(data, self._next_line, self._max, long_first)
+        if len(self._scratch) < len(data):
+            self._scratch = np.empty(len(data) + len(data) // 4, dtype=np.bool_)
+        batch = _batch(data, self._next_line, self._max, long_first, self._scratch)
         self._next_line += len(batch)
         return batch
 
-    def feed(self, chunk: bytes) -> LineBatch:
-        """The lines completed by `chunk` (possibly none)."""
+    def feed(self, chunk: bytes | bytearray) -> LineBatch:
+        """The lines completed by `chunk` (possibly none); `chunk` is not kept."""
         if self._pending_cr:
             chunk = b"\r" + chunk
             self._pending_cr = False
@@ -104,13 +117,18 @@ class LineSplitter:
         if last < 0:
             self._grow(chunk)
             return self._make(b"")
-        head, long_first = chunk[: last + 1], 0
+        # One copy of the chunk at most (it is megabytes): slices of a memoryview copy nothing.
+        view, long_first = memoryview(chunk), 0
         if self._tail_length:
-            first = head.find(b"\n")
-            self._grow(head[:first])
+            first = chunk.find(b"\n")
+            self._grow(view[:first])
             tail, long_first = self._take_tail()
-            head = tail + head[first:]
-        self._grow(chunk[last + 1 :])
+            head = b"".join((tail, view[first : last + 1]))
+        elif isinstance(chunk, bytes) and last == len(chunk) - 1:
+            head = chunk
+        else:
+            head = bytes(view[: last + 1])
+        self._grow(view[last + 1 :])
         return self._make(head, long_first)
 
     def finish(self) -> LineBatch:
@@ -124,7 +142,7 @@ class LineSplitter:
         tail, long_first = self._take_tail()
         return self._make(tail + b"\n", long_first)
 
-    def _grow(self, piece: bytes) -> None:
+    def _grow(self, piece: bytes | bytearray | memoryview) -> None:
         room = self._max + 1 - len(self._tail)
         if room > 0:
             self._tail += piece[:room]

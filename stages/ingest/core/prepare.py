@@ -79,7 +79,7 @@ def prepare_batch(
     n = len(batch)
     if n == 0:
         return PreparedBatch([], [], [], 0)
-    lines = separated_lines(batch)
+    lines = separated_lines(batch, reuse=True)  # every array built from it is a copy
     good = fast_valid(lines, batch)
     first_seq = position.seq_base + batch.first_line - 1
     seqs = np.arange(first_seq, first_seq + n, dtype=np.int64)

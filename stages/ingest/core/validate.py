@@ -1,8 +1,10 @@
 """Validation of raw lines, and the dead-letter record format (topic `freshrec.events.dlq`).
 
 A line is valid exactly when `criteo.VALID_ROW` matches it (the one definition of "valid").
-The fast path runs that same pattern over a whole `LineBatch` at once (pyarrow's RE2, columnar);
-the reason of a failure comes from `criteo.row_error`, computed only for the failures, after
+The fast path decides a whole `LineBatch` at once: `rowcheck.surely_valid` (NumPy bit sets)
+accepts the usual valid rows, and the lines it leaves open are matched against that same pattern
+by pyarrow's RE2; the reason of a failure comes from `criteo.row_error`, computed only for the
+failures, after
 three checks of our own: "blank line", "line too long: N bytes (limit L)" and
 "not UTF-8: byte 0xNN at offset K".
 
@@ -38,6 +40,8 @@ import pyarrow.compute as pc
 from stages.common.criteo import VALID_ROW, row_error
 from stages.common.errors import ContractError
 from stages.ingest.core.lines import MAX_LINE_BYTES, LineBatch
+from stages.ingest.core.rowcheck import surely_valid
+from stages.ingest.core.scratch import scratch
 
 DLQ_SCHEMA_VERSION = 1
 # VALID_ROW for RE2, applied to b"\t" + line (see `separated_lines`). RE2 has no possessive
@@ -63,31 +67,41 @@ def numpy_to_arrow(values: npt.NDArray[np.int64] | npt.NDArray[np.bool_]) -> pa.
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
-def separated_lines(batch: LineBatch) -> pa.BinaryArray:
+def separated_lines(batch: LineBatch, *, reuse: bool = False) -> pa.BinaryArray:
     """The lines of `batch` as a pyarrow array whose item i is b"\\t" + line i.
 
     One copy of the chunk, shifted by one byte: every b"\\n" becomes the b"\\t" in front of the
     next line, so the array reuses the batch's offsets, and the events can be built from it
-    without another copy.
+    without another copy. reuse: make the copy in this thread's `scratch` memory; the array is
+    then valid until the next such call in this thread (use it, do not keep it).
     """
-    data = np.empty(len(batch.data) + 1, dtype=np.uint8)
+    size = len(batch.data) + 1
+    data = scratch("separated", size, np.uint8) if reuse else np.empty(size, dtype=np.uint8)
     data[0] = 9
     data[1:] = np.frombuffer(batch.data, dtype=np.uint8)
-    data[batch.offsets[1:]] = 9  # the b"\n" ending line i now precedes line i + 1
-    offsets = batch.offsets.astype(np.int32) if len(data) < 2**31 else batch.offsets
+    data[batch.offsets[1:]] = 9  # the b"\\n" ending line i now precedes line i + 1
+    offsets = batch.offsets.astype(np.int32) if size < 2**31 else batch.offsets
     kind = pa.binary() if offsets.dtype == np.int32 else pa.large_binary()
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     return pa.Array.from_buffers(kind, len(batch), buffers)
 
 
 def fast_valid(lines: pa.Array, batch: LineBatch) -> npt.NDArray[np.bool_]:
-    """bool[n]: True where line i is a valid row (and was not cut for being too long)."""
+    """bool[n]: True where line i is a valid row (and was not cut for being too long).
+
+    `lines` is `separated_lines(batch)`. Most lines are decided by `rowcheck.surely_valid`; the
+    few it leaves open are matched against `VALID_ROW` by RE2.
+    """
     if len(batch) == 0:
         return np.zeros(0, dtype=np.bool_)
-    matched = pc.match_substring_regex(lines, _FAST_PATTERN)
-    ok = bools_to_numpy(matched)
-    if batch.full_length:
-        ok[list(batch.full_length)] = False
+    ok = surely_valid(batch.data, batch.offsets)
+    cut = np.zeros(len(batch), dtype=np.bool_)
+    cut[list(batch.full_length)] = True
+    undecided = np.flatnonzero(~ok & ~cut)
+    if len(undecided):
+        matched = pc.match_substring_regex(lines.take(numpy_to_arrow(undecided)), _FAST_PATTERN)
+        ok[undecided] = bools_to_numpy(matched)
+    ok[cut] = False
     return ok
 
 

@@ -79,3 +79,16 @@ def test_streams_get_fresh_tags_and_bad_inputs_raise(tmp_path: Path) -> None:
     bad.write_bytes(b"\x1f\x8b" + b"garbage")
     with pytest.raises(IngestError):
         list(file_batches(bad, chunk_bytes=1024, max_line=100))
+
+
+def test_a_file_read_in_small_chunks_gives_every_line_once(tmp_path: Path) -> None:
+    lines = [b"x" * (i % 13) + b"%d" % i for i in range(500)]
+    path = tmp_path / "rows.tsv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for chunk in (7, 64, 4096):  # one read buffer, reused for every full chunk
+        got = [
+            item.lines.line(i)
+            for item in file_batches(path, chunk_bytes=chunk, max_line=100)
+            for i in range(len(item.lines))
+        ]
+        assert got == lines
