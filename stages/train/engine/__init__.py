@@ -5,15 +5,15 @@
 Route chosen, by measurement (details and commands in bench/RESULTS-train.md): the id -> slot
 map, admission counters and eviction are vectorised NumPy on the host (`idindex.IdIndex`, an
 open-addressing map; `table.ShardTable`); rows and optimizer state live in a preallocated TF
-variable pool per shard (`pool.Pool`), read with `tf.gather` and updated with sparse scatter
-updates; freed slots are reused. Distinct ids per mini-batch come from `tf.unique_with_counts`
-(1.3 ms for 106k ids here, `np.unique` 26 ms). The bookkeeping of one 4,096-row step (20k
-distinct ids, admission + eviction) costs ~12 ms of NumPy; the compiled step looks its rows up
-in one gather from [rows of the batch's ids; fallback rows] (a `tf.where` over [n, 26, w] made
-the step slower than the static model's). Measured on 2 shared, noisy cores, with admission,
-eviction and sharding on, as a fraction of a static tf_keras Embedding's samples/s: 0.75 (W&D)
-and 0.82 (DCN-v2) in one process, 0.62 and 0.73 with 2 Horovod ranks. TFRA's dynamic_embedding was measured at 0.39 of static before this work (issue
-5), a `MutableHashTable` + pool at 0.78 before any eviction bookkeeping.
+variable pool per shard (`pool.Pool`); freed slots are reused. Distinct ids per mini-batch come
+from `tf.unique_with_counts` (1.3 ms for 106k ids here, `np.unique` 26 ms). A step is a host
+plan (distinct ids, the ids' all-to-all, the owner's bookkeeping: ~9 ms of NumPy for a 4,096-row
+step with 20k distinct ids) and then one compiled call (`fused.CompiledSteps`) that resets new
+slots, reads and exchanges rows, runs the model and applies the row gradients on their owners;
+the plan of the next step runs in a helper thread meanwhile. TFRA's dynamic_embedding was
+measured at 0.39 of a static embedding's samples/s before this work (issue 5), a
+`MutableHashTable` + pool at 0.78 before any eviction bookkeeping; this engine's ratio, with
+admission, eviction and sharding on, is in bench/RESULTS-train.md.
 
 Run with Horovod on CPU hosts:
     horovodrun -np 2 --gloo -H localhost:2 python -m <your entrypoint>
@@ -21,8 +21,9 @@ GPU hosts: build Horovod with NCCL (`HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_WITH_TE
 pip install --no-cache-dir horovod`), start one process per GPU (`horovodrun -np <gpus> -H
 host1:<gpus>,...`); `dist.configure_devices` pins each process to GPU `local_rank` with memory
 growth on, and the pool, dense weights and compiled steps are placed on it. The id bookkeeping
-stays on the host CPU (it is NumPy), and the all-to-alls exchange host arrays (Gloo/MPI), so
-NCCL is used for the dense-gradient allreduce only.
+stays on the host CPU (it is NumPy) and the ids' all-to-all exchanges host arrays (Gloo/MPI);
+the rows' and gradients' all-to-alls and the dense allreduce run inside the compiled call on
+GPU tensors, so Horovod sends them with NCCL.
 """
 
 from __future__ import annotations
