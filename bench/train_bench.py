@@ -170,8 +170,8 @@ def run_speed(window_steps: int) -> str:
     return (
         f"\n## Training speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
         f"Command: `.venv/bin/python bench/train_bench.py --speed --window-steps {window_steps}` "
-        f"on {platform.node()}, "
-        f"{os.cpu_count()} cores shared with other engineers' jobs (noisy: expect +-20%). "
+        f"on {platform.node()}, {os.cpu_count()} cores, load average at the end "
+        f"{os.getloadavg()[0]:.1f} (other jobs on the machine make the ratios noisy). "
         f"How: see the docstring of bench/train_bench.py (synthetic Criteo-like rows, batch "
         f"{BATCH} per rank, W&D and DCN-v2 with dim 16 and hidden (128, 64), Adagrad; "
         f"{max(8, STEPS // window_steps)} windows of {window_steps} steps each, alternating "
