@@ -64,6 +64,9 @@ class TrainSettings(BaseSettings):
         50_000, ge=0, description="Evict ids unseen for this many steps (0: never by age)."
     )
     seed: int = Field(0, ge=0, description="Random seed of the model's initial weights.")
+    prior_ctr: float = Field(
+        0.25, gt=0, lt=1, description="Click rate a new model predicts before any training."
+    )
     read_count: int = Field(
         64, ge=1, le=10_000, description="Sample blocks fetched per Redis read."
     )
@@ -107,6 +110,7 @@ class TrainSettings(BaseSettings):
             admit_after=self.admit_after,
             evict_after_steps=self.evict_after_steps,
             seed=self.seed,
+            prior_ctr=self.prior_ctr,
         )
 
     def window_policy(self, *, replay: bool = False) -> WindowPolicy:

@@ -28,8 +28,9 @@ class EngineConfig:
     `table_capacity` bounds the admitted ids over all shards (beyond it the least-used are
     evicted); an id gets its own embedding row once seen `admit_after` times (counted on its
     owner shard), before that it uses its field's fallback row; `evict_after_steps > 0` also
-    evicts ids unseen for that many training steps. `spec` and the hashing behind the ids are
-    fixed for the model's lifetime.
+    evicts ids unseen for that many training steps. A new model predicts `prior_ctr` for every
+    input (the click rate expected before any training). `spec` and the hashing behind the ids
+    are fixed for the model's lifetime.
     """
 
     spec: ModelSpec
@@ -41,6 +42,7 @@ class EngineConfig:
     admit_after: int = 2
     evict_after_steps: int = 0
     seed: int = 0
+    prior_ctr: float = 0.25
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -51,6 +53,8 @@ class EngineConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        if not 0.0 < self.prior_ctr < 1.0:
+            raise ValueError(f"prior_ctr must be in (0, 1), got {self.prior_ctr}")
         if self.table_capacity < 1:
             raise ValueError(f"table_capacity must be >= 1, got {self.table_capacity}")
         if self.admit_after < 1:

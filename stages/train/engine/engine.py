@@ -71,7 +71,9 @@ class TFEngine:
         optimizer = Optimizer(config.optimizer, config.learning_rate, config.l2)
         with tf.device(self.device):
             self.pool = Pool(self.spec, shard_cap, optimizer, config.seed)
-            self.net = Network(self.spec, optimizer, config.seed, self._comm.allreduce_sum)
+            self.net = Network(
+                self.spec, optimizer, config.seed, self._comm.allreduce_sum, config.prior_ctr
+            )
             self.steps = CompiledSteps(self.net, self.pool, self._comm.alltoall_tensor, self.size)
         self._comm.broadcast(self.net.vars)
         self.step = 0

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from stages.common.model_export import ModelSpec
-from stages.train.engine.models import fallback_init, init_dense, logits
+from stages.train.engine.models import PRIOR_CTR, fallback_init, init_dense, logits
 from stages.train.engine.optim import Optimizer, lr_scale
 
 AllReduce = Callable[[list[tf.Tensor]], list[tf.Tensor]]
@@ -38,11 +38,19 @@ def fallback_cells(inv: tf.Tensor, admitted: tf.Tensor) -> tf.Tensor:
 class Network:
     """Dense weights, fallback rows and their optimizer state."""
 
-    def __init__(self, spec: ModelSpec, optimizer: Optimizer, seed: int, allreduce: AllReduce):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        optimizer: Optimizer,
+        seed: int,
+        allreduce: AllReduce,
+        prior_ctr: float = PRIOR_CTR,
+    ):
         self.spec = spec
         self.optimizer = optimizer
         self._allreduce = allreduce
-        self.dense = {k: tf.Variable(v, name=k) for k, v in init_dense(spec, seed).items()}
+        initial = init_dense(spec, seed, prior_ctr)
+        self.dense = {k: tf.Variable(v, name=k) for k, v in initial.items()}
         self.fallback = tf.Variable(fallback_init(spec), name="fallback")
         self.names = [*self.dense, "fallback"]
         self.vars = [*self.dense.values(), self.fallback]

@@ -62,8 +62,10 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRESHREC_TRAIN_HIDDEN_UNITS", "64, 32")
     monkeypatch.setenv("FRESHREC_TRAIN_MODEL_TYPE", "dcn")
     monkeypatch.setenv("FRESHREC_TRAIN_WINDOW_SAMPLES", "500")
+    monkeypatch.setenv("FRESHREC_TRAIN_PRIOR_CTR", "0.03")
     s = load_settings(TrainSettings)
     config = s.engine_config()
+    assert config.prior_ctr == 0.03
     assert config.spec.hidden_units == (64, 32) and config.spec.cross_layers == 1
     assert s.window_policy().max_samples == 500
     assert s.window_policy(replay=True).max_seconds == float("inf")

@@ -58,6 +58,13 @@ def test_predict_equals_reference_on_export(model: str, optimizer: str) -> None:
     assert len(export.ids) == eng.table_size() + 26
 
 
+def test_an_untrained_engine_predicts_its_prior() -> None:
+    probe = make_batch(np.random.default_rng(2), 100)
+    np.testing.assert_allclose(engine("dcn", prior_ctr=0.1).predict(probe), 0.1, rtol=1e-5)
+    with pytest.raises(ValueError, match="prior_ctr"):
+        EngineConfig(spec=SPECS["dcn"], prior_ctr=0.0)
+
+
 def test_overlapped_planning_changes_nothing() -> None:
     # Plans computed in the helper thread during the previous step (the default) must give
     # exactly the model that inline planning gives, evictions and slot reuse included.
