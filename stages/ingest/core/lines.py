@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from stages.ingest.core.scratch import scratch
+
 MAX_LINE_BYTES = 64 * 1024
 
 
@@ -50,15 +52,13 @@ def _batch(
     first_line: int,
     max_line: int,
     long_first: int = 0,
-    scratch: npt.NDArray[np.bool_] | None = None,
 ) -> LineBatch:
     """Lines of `data` (empty, or ending with b"\\n"), long ones cut to `max_line` bytes.
 
-    `long_first` > 0 is the real length of line 0 when the caller already cut it. `scratch`, at
-    least len(data) long, saves a temporary array (fresh memory costs page faults).
+    `long_first` > 0 is the real length of line 0 when the caller already cut it.
     """
     raw = np.frombuffer(data, dtype=np.uint8)
-    hits = np.equal(raw, 10, out=None if scratch is None else scratch[: len(raw)])
+    hits = np.equal(raw, 10, out=scratch("lines.newline", len(raw), np.bool_))
     ends = np.flatnonzero(hits)
     offsets = np.empty(ends.shape[0] + 1, dtype=np.int64)
     offsets[0] = 0
@@ -94,12 +94,9 @@ class LineSplitter:
         self._tail_length = 0  # its real length so far
         self._next_line = 1
         self._pending_cr = False  # the previous chunk ended with b"\r"
-        self._scratch = np.empty(0, dtype=np.bool_)  # reused from chunk to chunk
 
     def _make(self, data: bytes, long_first: int = 0) -> LineBatch:
-        if len(self._scratch) < len(data):
-            self._scratch = np.empty(len(data) + len(data) // 4, dtype=np.bool_)
-        batch = _batch(data, self._next_line, self._max, long_first, self._scratch)
+        batch = _batch(data, self._next_line, self._max, long_first)
         self._next_line += len(batch)
         return batch
 

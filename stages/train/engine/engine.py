@@ -74,7 +74,9 @@ class TFEngine:
             self.net = Network(
                 self.spec, optimizer, config.seed, self._comm.allreduce_sum, config.prior_ctr
             )
-            self.steps = CompiledSteps(self.net, self.pool, self._comm.alltoall_tensor, self.size)
+            self.compiled = CompiledSteps(
+                self.net, self.pool, self._comm.alltoall_tensor, self.size
+            )
         self._comm.broadcast(self.net.vars)
         self.step = 0
         self.last_export_seq: int | None = None
@@ -150,7 +152,7 @@ class TFEngine:
         out = []
         for s in range(steps):
             part = batch.take(slice(s * PREDICT_CHUNK, (s + 1) * PREDICT_CHUNK))
-            p = self.steps.predict(self._plan(part.ids, None), part.dense)
+            p = self.compiled.predict(self._plan(part.ids, None), part.dense)
             out.append(p.astype(np.float64))
         return np.concatenate([*out, np.empty(0, np.float64)])
 
@@ -170,7 +172,7 @@ class TFEngine:
             n_global = float(np.clip(counts - s * size_b, 0, size_b).sum())
             evicted += plan.evicted
             y = part.label.astype(np.float32)
-            loss_sum += self.steps.train(plan, part.dense, y, n_global, float(self.step))
+            loss_sum += self.compiled.train(plan, part.dense, y, n_global, float(self.step))
         totals = self._comm.allgather(np.array([[len(self.table), evicted]], np.int64))
         n = len(batch)
         return TrainResult(

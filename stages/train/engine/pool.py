@@ -29,7 +29,6 @@ class Pool:
         self.slots = [
             tf.Variable(v, name=f"pool_slot{i}") for i, v in enumerate(optimizer.slot_init(shape))
         ]
-        self._slot_starts = [float(v.flat[0]) if v.size else 0.0 for v in optimizer.slot_init((1,))]
         self._gather = tf.function(
             lambda idx: tf.gather(self.rows, idx),
             input_signature=[tf.TensorSpec([None], tf.int64)],
@@ -52,12 +51,12 @@ class Pool:
     # -- graph code: called inside the compiled steps (`fused.CompiledSteps`) ---------------
     def reset(self, slots: tf.Tensor, rows: tf.Tensor) -> None:
         """Give `slots` (int64[j]) new owners: rows float32[j, w] (from `models.init_rows`),
-        optimizer slots at their start values."""
+        optimizer slots at zero (their start, `Optimizer.slot_init`)."""
         idx = tf.cast(slots, tf.int64)
         self.rows.scatter_update(tf.IndexedSlices(rows, idx))
-        shape = tf.shape(rows)
-        for var, start in zip(self.slots, self._slot_starts):
-            var.scatter_update(tf.IndexedSlices(tf.fill(shape, start), idx))
+        zeros = tf.zeros_like(rows)
+        for var in self.slots:
+            var.scatter_update(tf.IndexedSlices(zeros, idx))
 
     def read(self, slots: tf.Tensor) -> tf.Tensor:
         """Rows at `slots` (int64[k], every slot valid)."""
