@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from stages.common.settings import CommonSettings
 
 STAGES = ("ingest", "features", "train", "publish")
 
 
-def _point_prefect_at_settings() -> None:
+def _point_prefect_at_settings() -> CommonSettings:
     """Make Prefect use the configured server; must run before Prefect is first imported
-    (otherwise Prefect reads its own default and may start a temporary server)."""
+    (otherwise Prefect reads its own default and may start a temporary server).
+
+    Returns the settings as the user gave them, read BEFORE `PREFECT_API_URL` is exported:
+    settings read afterwards would count the default Prefect address as set by the user (an
+    external server), so `infra up` would never start the embedded one. Use these settings.
+    """
     from stages.common.settings import CommonSettings, load_settings
 
-    os.environ.setdefault("PREFECT_API_URL", load_settings(CommonSettings).prefect_api_url)
+    common = load_settings(CommonSettings)
+    os.environ.setdefault("PREFECT_API_URL", common.prefect_api_url)
+    return common
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -72,14 +82,13 @@ def demo_command(
     serve_port: Annotated[int, typer.Option(help="port of the demo's serving process")] = 8765,
 ) -> None:
     """The whole pipeline on this machine: services, deployments, live progress, serving."""
-    _point_prefect_at_settings()
+    common = _point_prefect_at_settings()
     from rich.console import Console
 
     from flows.demo import DemoOptions, run_demo
-    from stages.common.settings import CommonSettings, load_settings
 
     summary = run_demo(
-        load_settings(CommonSettings),
+        common,
         DemoOptions(duration_s=duration, source=source, rate=rate, serve_port=serve_port),
         Console(),
     )

@@ -79,12 +79,17 @@ class DemoSummary:
         )
 
     @property
+    def runs_completed(self) -> bool:
+        return bool(self.run_states) and all(s == "COMPLETED" for s in self.run_states.values())
+
+    @property
     def ok(self) -> bool:
         return (
             self.counts_add_up
             and self.versions >= 3
             and self.served_version is not None
             and self.served_version == self.latest_version
+            and self.runs_completed
         )
 
 
@@ -240,9 +245,11 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
 
 
 def _counts(common: CommonSettings) -> dict[str, int]:
-    """Counters that only grow: topic sizes and the feature store's counters."""
+    """Counters that only grow: topic sizes, the feature store's counters, registry versions."""
+    count, _latest, _production = monitor.registry_state(common)
     return {
         **monitor.store_counters(common),
+        "registry_versions": count or 0,
         "topic_events": monitor.topic_size(common, common.topic_events) or 0,
         "topic_dlq": monitor.topic_size(common, common.topic_events_dlq) or 0,
     }
@@ -273,7 +280,7 @@ def _summarise(
     """
     after = _counts(common)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    count, latest, _production = monitor.registry_state(common)
+    _count, latest, _production = monitor.registry_state(common)
     sent, dlq = delta.get("topic_events", 0), delta.get("topic_dlq", 0)
     read = sent + dlq
     if ingest_run is not None:
@@ -290,8 +297,8 @@ def _summarise(
         ingest_dead_letters=dlq,
         samples_stored=delta.get("samples_out", 0),
         feature_dead_letters=delta.get("dead_letters", 0),
-        versions=count or 0,
-        latest_version=latest,
+        versions=delta.get("registry_versions", 0),
+        latest_version=latest if delta.get("registry_versions", 0) > 0 else None,
         run_states=states,
     )
 
@@ -303,9 +310,14 @@ def _print_summary(console: Console, common: CommonSettings, s: DemoSummary) -> 
         f"{s.ingest_dead_letters + s.feature_dead_letters:,}  "
         f"[{'green' if s.counts_add_up else 'red'}]{'adds up' if s.counts_add_up else 'MISMATCH'}"
     )
-    console.print(f"versions registered: {s.versions} (latest: {s.latest_version})")
+    console.print(f"versions registered by this run: {s.versions} (latest: {s.latest_version})")
     console.print(f"serving answered with version {s.served_version}: {s.predictions[:5]}")
-    console.print(f"stage runs: {s.run_states}")
+    console.print(
+        f"stage runs: {s.run_states}  "
+        f"[{'green' if s.runs_completed else 'red'}]"
+        f"{'all COMPLETED' if s.runs_completed else 'NOT ALL COMPLETED'}"
+    )
+    console.print(f"demo: {'[green]OK' if s.ok else '[red]FAILED'}")
     console.print(f"Prefect UI: {common.prefect_api_url.removesuffix('/api')}")
     console.print(f"MLflow UI:  {common.mlflow_tracking_uri}")
     console.print("the services keep running for the UIs; stop them with: freshrec infra down")

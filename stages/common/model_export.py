@@ -251,3 +251,44 @@ def upsert_rows(
     merged_rows = np.concatenate([rows[keep], new_rows])
     order = np.argsort(merged_ids, kind="stable")
     return merged_ids[order], merged_rows[order]
+
+
+def diff_exports(base: ModelExport, new: ModelExport) -> ModelExport:
+    """The delta that turns full `base` into full `new`: `apply_delta(base, diff) == new`.
+
+    Rows: ids of `new` absent from `base` or whose row differs (bitwise); evicted: ids of `base`
+    absent from `new`. Dense weights and meta from `new`; numbered `new.export_seq` onto
+    `base.export_seq`. Works whatever produced the two (a trainer restart's full export, a chain
+    of deltas): deciding full or delta never depends on how the trainer exported.
+    """
+    if base.kind != "full" or new.kind != "full":
+        raise ContractError("diff_exports takes two full models")
+    if base.spec != new.spec:
+        raise ContractError("the two models have different model specs")
+    old_ids, old_rows = _by_id(base)
+    new_ids, new_rows = _by_id(new)
+    pos = np.searchsorted(old_ids, new_ids)
+    found = pos < len(old_ids)
+    found[found] = old_ids[pos[found]] == new_ids[found]
+    changed = ~found
+    same_shape = old_rows[pos[found]]
+    changed[found] = np.any(same_shape != new_rows[found], axis=1)
+    evicted = np.setdiff1d(old_ids, new_ids, assume_unique=True).astype(np.uint64)
+    return ModelExport(
+        spec=new.spec,
+        kind="delta",
+        export_seq=new.export_seq,
+        base_seq=base.export_seq,
+        dense=dict(new.dense),
+        ids=new_ids[changed],
+        rows=new_rows[changed],
+        evicted=evicted,
+        meta=dict(new.meta),
+    )
+
+
+def _by_id(model: ModelExport) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+    if len(model.ids) < 2 or bool(np.all(model.ids[1:] > model.ids[:-1])):
+        return model.ids, model.rows
+    order = np.argsort(model.ids, kind="stable")
+    return model.ids[order], model.rows[order]

@@ -1,10 +1,12 @@
 """The publisher loop: trainer exports (MLflow runs) -> registry versions, aliases, the gate.
 
 Each cycle downloads the trainer exports not folded yet (in order), folds them
-(`core.merge.fold`) and, when anything was folded, registers ONE version: full (first, every
-K-th, after a trainer restart) or the merged delta since the previous version. `latest` moves to
-it (MLflow reserves that alias: it resolves to the newest version); `production` moves when the quality gate passes. On start the publisher rebuilds what it
-holds from the registry (the last version's chain), so a restart continues the chain.
+(`core.merge.fold`) and, when anything was folded, registers ONE version: full or the delta
+since the previous version, as `plan.next_kind` alone decides (the first version and every
+`FRESHREC_PUBLISH_FULL_EVERY`-th are full; how the trainer exported plays no part). `latest`
+moves to it (MLflow reserves that alias: it resolves to the newest version); `production` moves
+when the quality gate passes. On start the publisher rebuilds what it holds from the registry
+(the last version's chain), so a restart continues the chain.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import logging
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stages.common.errors import ContractError, FreshrecError
+from stages.common.export_meta import ExportMeta
 from stages.common.model_export import ModelExport, write_export
 from stages.common.settings import CommonSettings
 from stages.publish.core import plan
@@ -63,7 +66,7 @@ class Publisher:
         model = self.registry.materialize(self.last.version, self.work)
         current = renumber(model, self.last.export_seq, None)
         self.state = registered(
-            FoldState(current, None, False, self.last.run_id, self.last.export_seq, 0, None)
+            FoldState(current=current, run_id=self.last.run_id, trainer_seq=self.last.export_seq)
         )
         self._cursor[self.last.run_id] = self.last.export_seq + 1
         log.info("publisher resumes after v%d (trainer %s/%d)",
@@ -78,6 +81,7 @@ class Publisher:
         for seq in range(self._cursor.get(run_id, 1), newest + 1):
             try:
                 export = self.registry.trainer_export(run_id, seq, self.work)
+                ExportMeta.parse(export.meta)
             except ContractError as exc:  # retried next cycle; what was folded is published
                 log.error("trainer export %s/%d refused: %s", run_id, seq, exc)
                 summary.failed_cycles += 1
@@ -99,22 +103,26 @@ class Publisher:
         if state.current is None or state.run_id is None or state.trainer_seq is None:
             raise ContractError("nothing to register")
         kind = plan.next_kind(last, state.needs_full, self.settings.full_every)
-        if kind == "delta" and (state.delta is None or last is None):
-            kind = "full"
         seq = last.publish_seq + 1 if last else 1
+        meta = ExportMeta.parse(state.current.meta).spanning(
+            ExportMeta.parse(state.first_meta or state.current.meta)
+        )
         export: ModelExport
-        if kind == "delta" and state.delta is not None and last is not None:
-            export = renumber(state.delta, seq, last.publish_seq)
+        delta = state.delta if kind == "delta" else None
+        if delta is not None and last is not None:
+            export = renumber(delta, seq, last.publish_seq)
             base, pos = last.version, last.chain_pos + 1
         else:
+            kind = "full"
             export = renumber(sorted_full(state.current), seq, None)
             base, pos = None, 0
+        export = replace(export, meta=meta.to_dict())
         with tempfile.TemporaryDirectory(dir=self.work) as tmp:
             directory = write_export(export, Path(tmp) / "export")
             tags = plan.version_tags(
                 kind=kind, publish_seq=seq, base_version=base, chain_pos=pos,
                 run_id=state.run_id, export_seq_first=self._first_seq, export_seq=state.trainer_seq,
-                first_meta=state.first_meta or {}, meta=export.meta,
+                meta=meta,
                 manifest_sha256=manifest_sha256(directory),
                 published_at_ms=int(time.time() * 1000),
             )

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from stages.common.criteo import N_CATS, N_DENSE
 from stages.common.hashing import fallback_ids, feature_ids
+from stages.common.export_meta import ExportMeta, ProgressiveMetrics, StoreRange
 from stages.common.model_export import ModelExport, ModelSpec
 
 VOCAB = 50  # values per categorical field in synthetic rows
@@ -47,6 +48,16 @@ def vocab_ids() -> npt.NDArray[np.uint64]:
     return np.unique(np.concatenate([ids, fallback_ids(N_CATS)]))
 
 
+def synthetic_meta(seq: int, auc: float | None = 0.7, **update: Any) -> dict[str, Any]:
+    """A trainer export meta (the `ExportMeta` contract) for export `seq`: windows
+    10*seq..10*seq+9, the store position, `auc` as the last window's progressive AUC."""
+    return ExportMeta(
+        window_first=10 * seq, window_last=10 * seq + 9, samples=1000 * seq,
+        store=StoreRange(stream_id=f"{seq}-0", seq=5 * seq),
+        metrics=ProgressiveMetrics(samples=500, positives=100, auc=auc, logloss=0.45),
+    ).model_copy(update=update).to_dict()
+
+
 def full_export(
     spec: ModelSpec, rng: np.random.Generator, *, n_rows: int | None = None, seq: int = 1,
     meta: dict[str, Any] | None = None,
@@ -57,7 +68,7 @@ def full_export(
     )
     rows = rng.normal(0, 0.1, (len(ids), spec.row_width)).astype(np.float32)
     return ModelExport(spec, "full", seq, None, dense_weights(spec, rng), ids, rows,
-                       meta=dict(meta or {}))
+                       meta=dict(meta or synthetic_meta(seq)))
 
 
 def delta_export(
@@ -75,9 +86,10 @@ def delta_export(
     new = new[~np.isin(new, base.ids)]
     ids = np.concatenate([changed, new])
     rows = rng.normal(0, 0.1, (len(ids), base.spec.row_width)).astype(np.float32)
+    seq = base.export_seq + 1 if seq is None else seq
     return ModelExport(
-        base.spec, "delta", base.export_seq + 1 if seq is None else seq, base.export_seq,
-        dense_weights(base.spec, rng), ids, rows, evicted, dict(meta or {}),
+        base.spec, "delta", seq, base.export_seq,
+        dense_weights(base.spec, rng), ids, rows, evicted, dict(meta or synthetic_meta(seq)),
     )
 
 

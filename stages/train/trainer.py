@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from stages.common.errors import TrainError
+from stages.common.export_meta import ExportMeta, ProgressiveMetrics, ReplayRange, StoreRange
 from stages.common.model_export import write_export
 from stages.common.samples import SampleBatch
 from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
@@ -139,15 +140,7 @@ class WindowTrainer:
         full = self.exports_this_run == 0 or (
             seq - self.state.last_full_seq >= self.settings.full_export_every
         )
-        meta: dict[str, Any] = {
-            "window": self.state.window,
-            "samples": self.state.samples,
-            "store": {"stream_id": self.state.store.stream_id, "seq": self.state.store.seq},
-            "replay_file": self.state.replay_file,
-            "replay_rows": self.state.replay_rows,
-            "metrics": self.last_report.as_metrics() if self.last_report else {},
-            "max_event_time_ms": self.max_event_time_ms,
-        }
+        meta = self._export_meta().to_dict()
         exported = self.engine.export(seq, full, meta)
         if self.ranks.rank == 0:
             if exported is None:
@@ -163,6 +156,26 @@ class WindowTrainer:
         self.exports_this_run += 1
         self.since_export = 0
 
+    def _export_meta(self) -> ExportMeta:
+        """The export contract's meta: windows since the previous export, where they came from,
+        the last window's progressive metrics."""
+        state = self.state
+        first = state.window - self.since_export + 1 if self.since_export else state.window
+        if state.replay_file is not None:
+            where: dict[str, Any] = {
+                "replay": ReplayRange(file=state.replay_file, rows=state.replay_rows)
+            }
+        else:
+            where = {"store": StoreRange(stream_id=state.store.stream_id, seq=state.store.seq)}
+        return ExportMeta(
+            window_first=max(first, 0),
+            window_last=state.window,
+            samples=state.samples,
+            metrics=_progressive(self.last_report),
+            max_event_time_ms=self.max_event_time_ms,
+            **where,
+        )
+
     def checkpoint(self) -> None:
         """Checkpoint (collective): rank 0 stages, every rank saves, rank 0 commits."""
         window = self.state.window
@@ -176,3 +189,21 @@ class WindowTrainer:
             log.info("checkpoint %s", final)
         self.ranks.barrier()
         self.since_checkpoint = 0
+
+
+def _progressive(report: WindowReport | None) -> ProgressiveMetrics:
+    if report is None:
+        return ProgressiveMetrics(samples=0, positives=0)
+    m = report.metrics
+
+    def finite(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    return ProgressiveMetrics(
+        samples=m.samples,
+        positives=m.positives,
+        auc=finite(m.auc),
+        logloss=finite(m.logloss),
+        ne=finite(m.ne),
+        calibration=finite(m.calibration),
+    )

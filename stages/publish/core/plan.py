@@ -8,13 +8,13 @@ version it applies onto, whose registry version number is the tag `freshrec.base
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from stages.common.errors import ContractError
+from stages.common.export_meta import ExportMeta
 
 TAG = "freshrec."
 T_KIND = TAG + "kind"
@@ -27,9 +27,12 @@ T_EXPORT_SEQ_FIRST = TAG + "export_seq_first"
 T_WINDOW_FIRST = TAG + "window_first"
 T_WINDOW_LAST = TAG + "window_last"
 T_SAMPLES = TAG + "samples"
+T_WINDOW_SAMPLES = TAG + "window_samples"
 T_STORE_POSITION = TAG + "store_position"
+T_REPLAY_ROWS = TAG + "replay_rows"
 T_AUC = TAG + "progressive_auc"
 T_LOGLOSS = TAG + "progressive_logloss"
+T_NE = TAG + "progressive_ne"
 T_MAX_EVENT_MS = TAG + "max_event_time_ms"
 T_MANIFEST_SHA = TAG + "manifest_sha256"
 T_PUBLISHED_MS = TAG + "published_at_ms"
@@ -58,9 +61,9 @@ class VersionInfo:
 
 
 def _opt_float(value: str | None) -> float | None:
-    if value in (None, "", "none"):
+    if value is None:
         return None
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)
     return None if math.isnan(number) else number
 
 
@@ -76,13 +79,13 @@ def parse_version(version: int, tags: dict[str, str]) -> VersionInfo:
             version=int(version),
             kind="full" if kind == "full" else "delta",
             publish_seq=int(tags[T_PUBLISH_SEQ]),
-            base_version=int(base) if base not in (None, "", "none") else None,
+            base_version=int(base) if base is not None else None,
             chain_pos=int(tags[T_CHAIN_POS]),
             run_id=tags[T_RUN_ID],
             export_seq=int(tags[T_EXPORT_SEQ]),
             manifest_sha256=tags[T_MANIFEST_SHA],
             progressive_auc=_opt_float(tags.get(T_AUC)),
-            max_event_time_ms=int(max_ms) if max_ms not in (None, "", "none") else None,
+            max_event_time_ms=int(max_ms) if max_ms is not None else None,
         )
     except KeyError as exc:
         raise ContractError(
@@ -100,13 +103,6 @@ def next_kind(last: VersionInfo | None, needs_full: bool, full_every: int) -> Ki
     return "delta"
 
 
-def _meta_str(meta: dict[str, Any], key: str) -> str:
-    value = meta.get(key)
-    if value is None:
-        return "none"
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
 def version_tags(
     *,
     kind: Kind,
@@ -116,16 +112,14 @@ def version_tags(
     run_id: str,
     export_seq_first: int,
     export_seq: int,
-    first_meta: dict[str, Any],
-    meta: dict[str, Any],
+    meta: ExportMeta,
     manifest_sha256: str,
     published_at_ms: int,
 ) -> dict[str, str]:
-    """The tags of a new version. `first_meta`/`meta`: trainer meta of the first and the last
-    export folded into it (window range = first window of the first .. last of the last).
-    Absent metrics are written as "none"."""
-    windows_first = first_meta.get("windows") or [None, None]
-    windows_last = meta.get("windows") or [None, None]
+    """The tags of a new version. `meta`: the trainer meta of the exports folded into it (the
+    window range of all of them, the rest from the newest; see `ExportMeta.spanning`). Every
+    value is a number, an id or a position; a metric the window could not define (AUC of a
+    one-class window) is left out, never written as "none"."""
     tags = {
         T_KIND: kind,
         T_PUBLISH_SEQ: str(publish_seq),
@@ -133,19 +127,30 @@ def version_tags(
         T_RUN_ID: run_id,
         T_EXPORT_SEQ_FIRST: str(export_seq_first),
         T_EXPORT_SEQ: str(export_seq),
-        T_WINDOW_FIRST: _meta_str({"w": windows_first[0]}, "w"),
-        T_WINDOW_LAST: _meta_str({"w": windows_last[-1]}, "w"),
-        T_SAMPLES: _meta_str(meta, "samples"),
-        T_STORE_POSITION: _meta_str(meta, "store_position"),
-        T_AUC: _meta_str(meta, "progressive_auc"),
-        T_LOGLOSS: _meta_str(meta, "progressive_logloss"),
-        T_MAX_EVENT_MS: _meta_str(meta, "max_event_time_ms"),
+        T_WINDOW_FIRST: str(meta.window_first),
+        T_WINDOW_LAST: str(meta.window_last),
+        T_SAMPLES: str(meta.samples),
+        T_WINDOW_SAMPLES: str(meta.metrics.samples),
         T_MANIFEST_SHA: manifest_sha256,
         T_PUBLISHED_MS: str(published_at_ms),
     }
-    if base_version is not None:
-        tags[T_BASE_VERSION] = str(base_version)
+    if meta.store is not None:
+        tags[T_STORE_POSITION] = f"{meta.store.stream_id}/{meta.store.seq}"
+    if meta.replay is not None:
+        tags[T_REPLAY_ROWS] = str(meta.replay.rows)
+    optional = {
+        T_AUC: meta.metrics.auc,
+        T_LOGLOSS: meta.metrics.logloss,
+        T_NE: meta.metrics.ne,
+        T_MAX_EVENT_MS: meta.max_event_time_ms,
+        T_BASE_VERSION: base_version,
+    }
+    tags.update({k: _number(v) for k, v in optional.items() if v is not None})
     return tags
+
+
+def _number(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from flows.cli import create_app
 from stages.common.model_export import ModelSpec
 from stages.common.settings import CommonSettings
 from stages.publish.registry import Registry
-from stages.publish.synthetic import delta_export, full_export
+from stages.publish.synthetic import delta_export, full_export, synthetic_meta
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +30,13 @@ def test_publish_and_rollback_commands(common: CommonSettings, new_trainer_run: 
     rng = np.random.default_rng(0)
     run = new_trainer_run()
     model = full_export(ModelSpec("wide_deep", 2, (4,)), rng, n_rows=30,
-                        meta={"progressive_auc": 0.7})
+                        meta=synthetic_meta(1, 0.7))
     app, runner = create_app(), CliRunner()
     run.log(model)
     first = runner.invoke(app, ["publish", "--once"], env=_env(common))
     assert first.exit_code == 0, first.output
     assert json.loads(first.output.strip().splitlines()[-1])["versions"] == [1]
-    run.log(delta_export(model, rng, meta={"progressive_auc": 0.71}))
+    run.log(delta_export(model, rng, meta=synthetic_meta(2, 0.71)))
     assert runner.invoke(app, ["publish", "--once"], env=_env(common)).exit_code == 0
     assert Registry(common).alias_version("production") == 2
     back = runner.invoke(app, ["publish", "rollback"], env=_env(common))

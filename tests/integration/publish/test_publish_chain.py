@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stages.common.errors import ContractError
+from stages.common.export_meta import ExportMeta, ProgressiveMetrics, StoreRange
 from stages.common.model_export import ModelSpec, apply_delta
 from stages.common.settings import CommonSettings
 from stages.publish.core import plan
@@ -23,9 +24,12 @@ SPEC = ModelSpec("wide_deep", 4, (8,))
 
 
 def _meta(seq: int, auc: float) -> dict[str, Any]:
-    return {"windows": [seq * 10, seq * 10 + 9], "samples": seq * 1000,
-            "store_position": {"seq": seq * 5}, "progressive_auc": auc,
-            "progressive_logloss": 0.45, "max_event_time_ms": 1_700_000_000_000 + seq}
+    return ExportMeta(
+        window_first=seq * 10, window_last=seq * 10 + 9, samples=seq * 1000,
+        store=StoreRange(stream_id=f"{seq}-0", seq=seq * 5),
+        metrics=ProgressiveMetrics(samples=500, positives=100, auc=auc, logloss=0.45),
+        max_event_time_ms=1_700_000_000_000 + seq,
+    ).to_dict()
 
 
 def _publish(common: CommonSettings, **kw: Any) -> Any:
@@ -57,7 +61,7 @@ def test_chain_of_full_and_delta_versions(common: CommonSettings, new_trainer_ru
     mv = registry.client.get_model_version(common.model_name, "3")
     assert mv.tags[plan.T_EXPORT_SEQ_FIRST] == "3" and mv.tags[plan.T_WINDOW_FIRST] == "30"
     assert mv.tags[plan.T_WINDOW_LAST] == "49" and mv.tags[plan.T_SAMPLES] == "4000"
-    assert mv.tags[plan.T_STORE_POSITION] == '{"seq": 20}'
+    assert mv.tags[plan.T_STORE_POSITION] == "4-0/20"
     assert registry.alias_version("latest") == 5
     for version, seq in ((2, 2), (3, 4), (5, 6)):
         got = registry.materialize(version, tmp_path)
@@ -124,8 +128,8 @@ def test_watch_alias_measures_freshness(common: CommonSettings, new_trainer_run:
 
     ingest_ms = int(time.time() * 1000)
     run = new_trainer_run()
-    run.log(full_export(SPEC, np.random.default_rng(2), n_rows=20,
-                        meta={"max_event_time_ms": ingest_ms}))
+    meta = ExportMeta.parse(_meta(1, 0.7)).model_copy(update={"max_event_time_ms": ingest_ms})
+    run.log(full_export(SPEC, np.random.default_rng(2), n_rows=20, meta=meta.to_dict()))
     _publish(common)
     stop = threading.Event()
     timer = threading.Timer(1.5, stop.set)

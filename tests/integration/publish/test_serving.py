@@ -22,7 +22,7 @@ from stages.publish.publisher import run_publisher
 from stages.publish.registry import PUBLISH_DIR, Registry
 from stages.publish.serving import ModelFollower, create_app
 from stages.publish.settings import PublishSettings
-from stages.publish.synthetic import criteo_rows, delta_export, full_export
+from stages.publish.synthetic import criteo_rows, delta_export, full_export, synthetic_meta
 
 pytestmark = pytest.mark.integration
 SPEC = ModelSpec("dcn", 4, (16, 8), 2)
@@ -64,7 +64,7 @@ async def test_serving_follows_the_alias_and_refuses_a_corrupt_delta(
 ) -> None:
     rng = np.random.default_rng(3)
     run = new_trainer_run()
-    model = full_export(SPEC, rng, meta={"progressive_auc": 0.7})
+    model = full_export(SPEC, rng, meta=synthetic_meta(1, 0.7))
     registry = Registry(common)
     follower = ModelFollower(registry, "production", tmp_path / "serve", 0.2)
     (tmp_path / "serve").mkdir()
@@ -74,7 +74,7 @@ async def test_serving_follows_the_alias_and_refuses_a_corrupt_delta(
         for step in range(3):
             if step:
                 delta = delta_export(model, rng, change=0.3, evict=0.05, add=5,
-                                     meta={"progressive_auc": 0.7})
+                                     meta=synthetic_meta(1, 0.7))
                 model = apply_delta(model, delta)
                 version = _step(common, run, delta)
             else:
@@ -86,7 +86,7 @@ async def test_serving_follows_the_alias_and_refuses_a_corrupt_delta(
             np.testing.assert_allclose(reply.json()["predictions"], _expected(model), atol=1e-5)
         served = model
 
-        bad = delta_export(model, rng, meta={"progressive_auc": 0.7})
+        bad = delta_export(model, rng, meta=synthetic_meta(1, 0.7))
         bad_version = _step(common, run, bad)
         _flip_bytes(registry, bad_version, tmp_path / "corrupt")
         assert not follower.poll_once()

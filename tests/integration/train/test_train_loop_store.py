@@ -80,7 +80,7 @@ def test_windows_metrics_checkpoints_and_exports(common: CommonSettings, tmp_pat
         local = client.download_artifacts(summary.run_id or "", f"exports/{seq:08d}", str(tmp_path))
         exports.append(read_export(Path(local)))
     assert [e.kind for e in exports] == ["full", "delta", "full"]
-    assert exports[2].meta["window"] == 5 and exports[2].meta["samples"] == 500
+    assert exports[2].meta["window_last"] == 5 and exports[2].meta["samples"] == 500
     rebuilt = apply_delta(exports[0], exports[1])
     test = synthetic_samples(200, 10_000)
     np.testing.assert_allclose(

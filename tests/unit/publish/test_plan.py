@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stages.common.errors import ContractError
+from stages.common.export_meta import ExportMeta, ProgressiveMetrics, StoreRange
 from stages.publish.core import plan
 from stages.publish.core.plan import VersionInfo
 
@@ -27,24 +28,40 @@ def test_every_kth_version_is_full() -> None:
     assert plan.next_kind(_info(1, "full", 0), False, 1) == "full"
 
 
+def _meta(first: int, last: int, auc: float | None) -> ExportMeta:
+    return ExportMeta(
+        window_first=first, window_last=last, samples=1200,
+        store=StoreRange(stream_id="17-0", seq=17),
+        metrics=ProgressiveMetrics(samples=100, positives=20, auc=auc, logloss=0.47),
+        max_event_time_ms=1234,
+    )
+
+
 def test_tags_round_trip() -> None:
-    meta = {"windows": [5, 9], "samples": 1200, "store_position": {"seq": 17},
-            "progressive_auc": 0.761, "progressive_logloss": 0.47, "max_event_time_ms": 1234}
+    meta = _meta(5, 9, 0.761).spanning(_meta(3, 4, 0.7))
     tags = plan.version_tags(
         kind="delta", publish_seq=4, base_version=7, chain_pos=2, run_id="abc",
-        export_seq_first=3, export_seq=5, first_meta={"windows": [3, 4]}, meta=meta,
-        manifest_sha256="ff", published_at_ms=99,
+        export_seq_first=3, export_seq=5, meta=meta, manifest_sha256="ff", published_at_ms=99,
     )
     assert tags[plan.T_WINDOW_FIRST] == "3" and tags[plan.T_WINDOW_LAST] == "9"
-    assert tags[plan.T_STORE_POSITION] == '{"seq": 17}'
+    assert tags[plan.T_STORE_POSITION] == "17-0/17"
+    assert float(tags[plan.T_AUC]) == 0.761 and float(tags[plan.T_LOGLOSS]) == 0.47
+    assert "none" not in tags.values()
     info = plan.parse_version(8, tags)
     assert info == VersionInfo(8, "delta", 4, 7, 2, "abc", 5, "ff", 0.761, 1234)
     bare = plan.version_tags(kind="full", publish_seq=1, base_version=None, chain_pos=0,
-                             run_id="r", export_seq_first=1, export_seq=1, first_meta={},
-                             meta={"progressive_auc": float("nan")}, manifest_sha256="aa",
-                             published_at_ms=1)
+                             run_id="r", export_seq_first=1, export_seq=1,
+                             meta=_meta(1, 1, None), manifest_sha256="aa", published_at_ms=1)
     assert plan.parse_version(1, bare).progressive_auc is None
-    assert plan.T_BASE_VERSION not in bare
+    assert plan.T_BASE_VERSION not in bare and plan.T_AUC not in bare
+
+
+def test_a_meta_of_another_shape_is_refused() -> None:
+    with pytest.raises(ContractError, match="unknown field 'progressive_auc'"):
+        ExportMeta.parse({**_meta(1, 2, 0.7).to_dict(), "progressive_auc": 0.7})
+    with pytest.raises(ContractError, match="missing field 'metrics'"):
+        ExportMeta.parse({"window_first": 1, "window_last": 2, "samples": 3,
+                          "replay": {"file": "f", "rows": 3}})
 
 
 def test_parse_version_names_the_missing_tag() -> None:
