@@ -28,9 +28,11 @@ Stored (keys.py, namespace = FRESHREC_REDIS_NAMESPACE): sample blocks in the `sa
 (one block per partition per micro-batch, `samples.encode_block`, seq numbers 1, 2, 3, ...
 without holes unless trimmed by retention), `offsets:<topic>` watermarks, `counters`
 (events_in = samples_out + dead_letters, totals and per `<topic>:<partition>`;
-duplicates_skipped; gaps), `gaps` (JSON lines), `stats` + `stats:version` (stats.py).
+duplicates_skipped; gaps), `gaps` (`stages.common.gaps` records), `stats` + `stats:version`
+(stats.py).
 
-Bad events go to the dead-letter topic (FRESHREC_FEATURES_DLQ_TOPIC, JSON with reason, topic,
-partition, offset and the raw value in base64), at least once, before the Redis write that
+Bad events go to the dead-letter topic (FRESHREC_FEATURES_DLQ_TOPIC, a
+`stages.common.dead_letter.DeadLetterRecord`: reason, topic position, the raw value in base64),
+at least once, before the Redis write that
 consumes their offsets; they advance the watermark like samples and count as dead_letters.
 """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +104,10 @@ def build_app(common: CommonSettings, settings: FeaturesSettings) -> FeaturesApp
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
 
     async def send_dead(dead: list[DeadLetter]) -> None:
-        futures = [await dlq.send(key=d.key, value=d.to_json(), force=True) for d in dead]
+        now_ms = int(time.time() * 1000)
+        futures = [
+            await dlq.send(key=d.key, value=d.record(now_ms).value(), force=True) for d in dead
+        ]
         for future in futures:
             await future
         log.warning(

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                 {
                     "counters": read_counters(client, ns),
                     "watermarks": read_watermarks(client, ns, common.topic_events),
-                    "gaps": read_gaps(client, ns)[-20:],
+                    "gaps": [g.to_dict() for g in read_gaps(client, ns)[-20:]],
                 },
                 indent=2,
             )

@@ -6,10 +6,10 @@ own reader; this one reads the whole stream at once and is meant for small store
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from stages.common import keys
+from stages.common.gaps import GapRecord, parse_gap_line
 from stages.common.samples import SampleBlock, decode_block
 from stages.features.core import FieldStats
 
@@ -30,10 +30,11 @@ def read_watermarks(client: Redis, namespace: str, topic: str) -> dict[int, int]
     return {int(k): int(v) for k, v in raw.items()}
 
 
-def read_gaps(client: Redis, namespace: str) -> list[dict[str, Any]]:
-    """The JSON lines of the `gaps` list, oldest first."""
+def read_gaps(client: Redis, namespace: str) -> list[GapRecord]:
+    """The records of the `gaps` list (both stages' kinds), oldest first; ContractError on a
+    line that breaks the contract."""
     raw: list[bytes] = client.lrange(keys.gaps(namespace), 0, -1)  # type: ignore[assignment]
-    return [json.loads(line) for line in raw]
+    return [parse_gap_line(line) for line in raw]
 
 
 def read_blocks(client: Redis, namespace: str, count: int = 1000) -> list[SampleBlock]:

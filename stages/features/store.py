@@ -9,7 +9,9 @@ script (EVALSHA) that, atomically,
    first_offset < watermark <= last_offset: a partial replay -> stores nothing, returns
    OVERLAP with the watermark; the caller drops the stored rows (`PartitionBatch.since`) and
    calls again, passing how many it dropped (added to `duplicates_skipped` on success);
-   first_offset > watermark: offsets went missing -> a JSON line in `gaps`, then goes on;
+   first_offset > watermark: offsets went missing -> a line in `gaps`, then goes on (an
+   `OffsetGapRecord` of stages/common/gaps.py, schema version 1: the script builds the same
+   fields as `OffsetGapRecord.to_json`, and the integration tests parse what it wrote);
 3. INCRs `samples:seq` (only when the batch has samples), XADDs the block with that seq
    (`MAXLEN ~ retention`), pushes the gaps found inside the batch, sets the watermark to
    last_offset + 1 and HINCRBYs `counters`: `events_in`, `samples_out`, `dead_letters`
@@ -50,8 +52,8 @@ if wm then
     return {2, wm, 0}
   end
   if first > wm then
-    redis.call('RPUSH', KEYS[4], cjson.encode({kind='offset_gap', topic=ARGV[14],
-      partition=tonumber(ARGV[1]), expected=wm, got=first}))
+    redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
+      kind='offset_gap', topic=ARGV[14], partition=tonumber(ARGV[1]), expected=wm, got=first}))
     redis.call('HINCRBY', KEYS[5], 'gaps', 1)
   end
 end

@@ -6,14 +6,13 @@ directory of exports (trainer layout: one sub-directory per export): the newest 
 with the deltas after it applied in order; or a trainer checkpoint directory (sub-directories
 `ckpt-*/state.json`): the newest checkpoint's `run_id`, `last_full_seq` and `export_seq` name
 the trainer exports in MLflow that hold the same model (the engine state itself needs
-TensorFlow, which evaluation does not load). That reads the train stage's state.json fields
-(version 1): a file contract, not an import.
+TensorFlow, which evaluation does not load). state.json is the `CheckpointState` record of
+`stages.common.trainer_state`, which the trainer writes: a file contract, not an import.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from stages.common.criteo import row_error
 from stages.common.errors import ContractError, PublishError
 from stages.common.model_export import MANIFEST, ModelExport, apply_delta, read_export
 from stages.common.settings import CommonSettings
+from stages.common.trainer_state import CheckpointState
 from stages.publish.core.metrics import EvalMetrics, evaluate_predictions
 from stages.publish.core.requests import rows_to_inputs
 from stages.publish.loaded import LoadedModel, sorted_full
@@ -59,10 +59,10 @@ def load_checkpoint_dir(common: CommonSettings, directory: Path) -> ModelExport:
     if not states:
         raise PublishError(f"{directory} holds no export, exports or checkpoints (ckpt-*/)")
     try:
-        state = json.loads(states[-1].read_text())
-        run_id, first, last = state["run_id"], int(state["last_full_seq"]), int(state["export_seq"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        state = CheckpointState.parse(states[-1].read_bytes())
+    except (OSError, ContractError) as exc:
         raise ContractError(f"unreadable checkpoint state {states[-1]}: {exc}") from None
+    run_id, first, last = state.run_id, state.last_full_seq, state.export_seq
     if not run_id or first < 1 or last < first:
         raise PublishError(f"checkpoint {states[-1].parent.name} has no export to evaluate yet")
     from stages.publish.registry import Registry

@@ -2,7 +2,8 @@
 
 Layout under the checkpoint directory (`FRESHREC_CHECKPOINT_DIR`):
 
-    ckpt-<window:010d>/state.json    TrainerState (below), written last
+    ckpt-<window:010d>/state.json    TrainerState (below) as a `stages.common.trainer_state.
+                                     CheckpointState` record, written last
     ckpt-<window:010d>/engine/       whatever `Engine.save` wrote (every rank its shard)
     .tmp-<window:010d>/              a checkpoint being written; removed at start if left over
     trainer_run.json                 the trainer's MLflow run id, written when the run is made
@@ -16,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from stages.common.errors import TrainError
+from stages.common.errors import ContractError, TrainError
+from stages.common.trainer_state import CheckpointState, StorePointer
 from stages.train.core.positions import StorePosition
 
-STATE_VERSION = 1
 STATE_FILE = "state.json"
 ENGINE_DIR = "engine"
 RUN_FILE = "trainer_run.json"
@@ -53,16 +53,32 @@ class TrainerState:
     world_size: int = 1
     missed_blocks: int = 0
 
+    def record(self) -> CheckpointState:
+        """The state.json record (the contract `freshrec evaluate` reads too)."""
+        return CheckpointState(
+            window=self.window,
+            samples=self.samples,
+            store=StorePointer(stream_id=self.store.stream_id, seq=self.store.seq),
+            replay_file=self.replay_file,
+            replay_rows=self.replay_rows,
+            export_seq=self.export_seq,
+            last_full_seq=self.last_full_seq,
+            run_id=self.run_id,
+            world_size=self.world_size,
+            missed_blocks=self.missed_blocks,
+        )
+
     def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION, **asdict(self)}, indent=1, sort_keys=True)
+        return self.record().to_json()
 
     @staticmethod
     def from_json(text: str) -> TrainerState:
-        data: dict[str, Any] = json.loads(text)
-        if data.pop("version", None) != STATE_VERSION:
-            raise ValueError(f"checkpoint state is not version {STATE_VERSION}")
-        data["store"] = StorePosition(**data["store"])
-        return TrainerState(**data)
+        """The state of a state.json; ContractError when it breaks `CheckpointState`."""
+        record = CheckpointState.parse(text)
+        fields = record.model_dump(exclude={"schema_version", "store"})
+        return TrainerState(
+            store=StorePosition(record.store.stream_id, record.store.seq), **fields
+        )
 
 
 def _fsync_tree(root: Path) -> None:
@@ -110,7 +126,7 @@ class Checkpoints:
         path = complete[-1]
         try:
             return path, TrainerState.from_json((path / STATE_FILE).read_text())
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ContractError) as exc:
             raise TrainError(
                 f"checkpoint {path} is unreadable ({exc}): move it away to start from the one before"
             ) from None

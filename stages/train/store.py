@@ -2,18 +2,19 @@
 
 Blocks are read in stream order after a `StorePosition` (exclusive), never twice. Missed blocks
 (a jump in block `seq`: trimmed by retention before the trainer read them) are found by
-`core.positions.advance`; `report_gaps` records them in the store (the `gaps` list and the
-`trainer_missed_blocks` counter) besides the trainer's own log and MLflow metric.
+`core.positions.advance`; `report_gaps` records them in the store (the `gaps` list, as
+`stages.common.gaps.TrimmedBlocksRecord` lines, and the `trainer_missed_blocks` counter) besides
+the trainer's own log and MLflow metric.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from stages.common import keys
 from stages.common.errors import ServiceUnavailable, TrainError, require
+from stages.common.gaps import TrimmedBlocksRecord
 from stages.common.samples import SampleBlock, decode_block
 from stages.common.settings import CommonSettings
 from stages.train.core.positions import SeqGap, StorePosition
@@ -101,10 +102,10 @@ class SampleStore:
         return entries
 
     def report_gaps(self, gaps: list[SeqGap], consumer: str) -> None:
-        """Record missed blocks in the store: one JSON line per gap in the `gaps` list and the
-        total in the `counters` hash (`trainer_missed_blocks`). A gap is recorded once: gaps
-        ending at or below the counter `trainer_gaps_reported_seq` (a trainer restarted from a
-        checkpoint finds them again) are left out."""
+        """Record missed blocks in the store: one `TrimmedBlocksRecord` line per gap in the
+        `gaps` list and the total in the `counters` hash (`trainer_missed_blocks`). A gap is
+        recorded once: gaps ending at or below the counter `trainer_gaps_reported_seq` (a
+        trainer restarted from a checkpoint finds them again) are left out."""
         if not gaps:
             return
         counters = keys.counters(self.namespace)
@@ -115,16 +116,14 @@ class SampleStore:
         now_ms = int(time.time() * 1000)
         pipe = self._client.pipeline(transaction=True)
         for gap in fresh:
-            line = {
-                "stage": "train",
-                "kind": "trimmed_blocks",
-                "consumer": consumer,
-                "first_seq": gap.first,
-                "last_seq": gap.last,
-                "blocks": gap.blocks,
-                "time_ms": now_ms,
-            }
-            pipe.rpush(keys.gaps(self.namespace), json.dumps(line, sort_keys=True))
+            line = TrimmedBlocksRecord(
+                consumer=consumer,
+                first_seq=gap.first,
+                last_seq=gap.last,
+                blocks=gap.blocks,
+                time_ms=now_ms,
+            )
+            pipe.rpush(keys.gaps(self.namespace), line.to_json())
         pipe.hincrby(counters, MISSED_COUNTER, sum(g.blocks for g in fresh))
         pipe.hset(counters, REPORTED_SEQ, max(g.last for g in fresh))
         self._call(pipe.execute)

@@ -7,19 +7,21 @@ watermark; `PartitionBatch.since(watermark)` drops the rows a previous write alr
 
 from __future__ import annotations
 
-import base64
-import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from stages.common.criteo import RawBatch
+from stages.common.dead_letter import DeadLetterRecord, TopicPosition
+from stages.common.gaps import OffsetGapRecord
 from stages.common.events import decode_events
 from stages.common.samples import SampleBatch
 from stages.common.transform import to_samples
 
-DLQ_SCHEMA_VERSION = 1
+# The detail at the end of a reason: after its last ": ", or a quoted value (b'...' or '...').
+_DETAIL = re.compile(r"(: [^:]*| b?'.*)$")
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,24 @@ class DeadLetter:
     value: bytes
     reason: str
 
-    def to_json(self) -> bytes:
-        """The dead-letter record value, schema version 1 (JSON, the raw value in base64)."""
-        return json.dumps(
-            {
-                "v": DLQ_SCHEMA_VERSION,
-                "reason": self.reason,
-                "topic": self.topic,
-                "partition": self.partition,
-                "offset": self.offset,
-                "key": None if self.key is None else self.key.decode("utf-8", "replace"),
-                "value_b64": base64.b64encode(self.value).decode("ascii"),
-            },
-            separators=(",", ":"),
-        ).encode()
+    @property
+    def kind(self) -> str:
+        """The reason without its detail ("bad row: I3 is not an integer: 'x'" -> "bad row:
+        I3 is not an integer"), for counting."""
+        return _DETAIL.sub("", self.reason) or self.reason
+
+    def record(self, time_ms: int) -> DeadLetterRecord:
+        """The dead-letter record (the shared contract of every stage's dead-letter topic);
+        time_ms: when the stage handled it (the adapter's clock, ms since the epoch)."""
+        return DeadLetterRecord.of(
+            stage="features",
+            reason=self.reason,
+            kind=self.kind,
+            raw=self.value,
+            key=self.key,
+            position=TopicPosition(topic=self.topic, partition=self.partition, offset=self.offset),
+            time_ms=time_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,18 +81,15 @@ class OffsetGap:
     expected: int
     got: int
 
+    def record(self) -> OffsetGapRecord:
+        """Its line of the `gaps` list (the shared contract, see stages/common/gaps.py)."""
+        return OffsetGapRecord(
+            topic=self.topic, partition=self.partition, expected=self.expected, got=self.got
+        )
+
     def to_json(self) -> bytes:
-        """One JSON line of the `gaps` list (see keys.py)."""
-        return json.dumps(
-            {
-                "kind": "offset_gap",
-                "topic": self.topic,
-                "partition": self.partition,
-                "expected": self.expected,
-                "got": self.got,
-            },
-            separators=(",", ":"),
-        ).encode()
+        """One JSON line of the `gaps` list."""
+        return self.record().to_json().encode()
 
 
 @dataclass(frozen=True)

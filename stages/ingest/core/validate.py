@@ -1,36 +1,20 @@
-"""Validation of raw lines, and the dead-letter record format (topic `freshrec.events.dlq`).
+"""Validation of raw lines, and the dead letters of the lines that fail.
 
 A line is valid exactly when `criteo.VALID_ROW` matches it (the one definition of "valid").
 The fast path decides a whole `LineBatch` at once: `rowcheck.surely_valid` (NumPy bit sets)
 accepts the usual valid rows, and the lines it leaves open are matched against that same pattern
 by pyarrow's RE2; the reason of a failure comes from `criteo.row_error`, computed only for the
-failures, after
-three checks of our own: "blank line", "line too long: N bytes (limit L)" and
+failures, after three checks of our own: "blank line", "line too long: N bytes (limit L)" and
 "not UTF-8: byte 0xNN at offset K".
 
-Dead-letter record, schema version 1:
-
-    key   = b"<source_tag>:<seq>", the event id the row would have had (so it names the source
-            and the position, and a line dead-lettered twice has the same key)
-    value = compact UTF-8 JSON object with exactly these fields:
-        schema_version  1
-        source          what was read: a resolved file path, "-" (stdin) or "synthetic"
-        source_tag      the event-id source of the run (`sources.py` says how it is derived)
-        line            1-based line number in the source (in the current pass for --loop)
-        seq             the sequence number the event would have had
-        reason          human-readable reason, e.g. "I3 is not an integer: 'abc'"
-        kind            the reason without its detail, for counting ("I3 is not an integer")
-        raw_b64         the raw line without its line end, base64 (cut to the length limit)
-        raw_length      the real length of the line in bytes
-        ingest_time_ms  when ingest read it, ms since the Unix epoch
+A rejected line goes to `freshrec.events.dlq` as a `stages.common.dead_letter.DeadLetterRecord`
+(stage "ingest", a file position): key = b"<source_tag>:<seq>", the event id the row would have
+had (so it names the source and the position, and a line dead-lettered twice has the same key).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -38,12 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages.common.criteo import VALID_ROW, row_error
-from stages.common.errors import ContractError
+from stages.common.dead_letter import DeadLetterRecord, FilePosition
 from stages.ingest.core.lines import MAX_LINE_BYTES, LineBatch
 from stages.ingest.core.rowcheck import surely_valid
 from stages.ingest.core.scratch import scratch
 
-DLQ_SCHEMA_VERSION = 1
 # VALID_ROW for RE2, applied to b"\t" + line (see `separated_lines`). RE2 has no possessive
 # groups and needs none (it never backtracks): `(...)?+` and `(...)?` match the same rows.
 _FAST_PATTERN = "^\t" + VALID_ROW.pattern.decode("ascii")[1:].replace(")?+", ")?")
@@ -135,7 +118,8 @@ def reason_kind(reason: str) -> str:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One dead-letter record (see the module docstring for the wire format)."""
+    """One rejected line: where it was, why, and its bytes (cut to the line-length limit;
+    raw_length is the real length). `record()` is its wire form."""
 
     source: str
     source_tag: str
@@ -155,46 +139,22 @@ class DeadLetter:
         """The record key: the event id the row would have had."""
         return b"%s:%d" % (self.source_tag.encode(), self.seq)
 
+    def record(self) -> DeadLetterRecord:
+        """The dead-letter record (the shared contract of every stage's dead-letter topic)."""
+        position = FilePosition(
+            source=self.source, source_tag=self.source_tag, line=self.line, seq=self.seq
+        )
+        return DeadLetterRecord.of(
+            stage="ingest",
+            reason=self.reason,
+            kind=self.kind,
+            raw=self.raw,
+            key=self.key(),
+            position=position,
+            time_ms=self.ingest_time_ms,
+            raw_length=self.raw_length,
+        )
+
     def value(self) -> bytes:
         """The record value (compact JSON, UTF-8)."""
-        fields: dict[str, Any] = asdict(self)
-        fields.pop("raw")
-        fields.update(
-            schema_version=DLQ_SCHEMA_VERSION,
-            kind=self.kind,
-            raw_b64=base64.b64encode(self.raw).decode("ascii"),
-        )
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-
-
-_DLQ_FIELDS = frozenset(
-    ["schema_version", "source", "source_tag", "line", "seq", "reason", "kind", "raw_b64",
-     "raw_length", "ingest_time_ms"]
-)  # fmt: skip
-
-
-def decode_dead_letter(value: bytes) -> DeadLetter:
-    """Parse a dead-letter record value; ContractError when it breaks the format."""
-    try:
-        fields = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"dead letter is not UTF-8 JSON: {exc}") from None
-    if not isinstance(fields, dict) or set(fields) != _DLQ_FIELDS:
-        got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
-        raise ContractError(f"dead letter fields must be {sorted(_DLQ_FIELDS)}, got {got}")
-    if fields["schema_version"] != DLQ_SCHEMA_VERSION:
-        raise ContractError(f"unsupported dead-letter schema version {fields['schema_version']!r}")
-    try:
-        raw = base64.b64decode(fields["raw_b64"], validate=True)
-        return DeadLetter(
-            source=str(fields["source"]),
-            source_tag=str(fields["source_tag"]),
-            line=int(fields["line"]),
-            seq=int(fields["seq"]),
-            reason=str(fields["reason"]),
-            raw=raw,
-            raw_length=int(fields["raw_length"]),
-            ingest_time_ms=int(fields["ingest_time_ms"]),
-        )
-    except (ValueError, TypeError) as exc:
-        raise ContractError(f"dead letter has a malformed field: {exc}") from None
+        return self.record().value()

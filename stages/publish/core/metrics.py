@@ -1,7 +1,12 @@
-"""Offline metrics of click predictions: AUC, logloss, normalized entropy, calibration."""
+"""Offline metrics of click predictions: AUC, logloss, normalized entropy, calibration.
+
+Computed by `stages.common.metrics` (the one implementation, shared with the trainer); here
+an undefined metric is None rather than nan, as `freshrec evaluate` prints it in JSON.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -9,8 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stages.common.errors import PublishError
-
-_EPS = 1e-7
+from stages.common.metrics import auc, click_metrics
 
 
 @dataclass(frozen=True)
@@ -30,23 +34,13 @@ class EvalMetrics:
         return asdict(self)
 
 
+def _defined(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
 def roc_auc(labels: npt.NDArray[Any], scores: npt.NDArray[Any]) -> float | None:
     """Mann-Whitney AUC with average ranks for ties; None with a single class."""
-    y = np.asarray(labels).astype(bool)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    s = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(len(s), dtype=np.float64)
-    # average rank of every run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return _defined(auc(labels, scores))
 
 
 def evaluate_predictions(labels: npt.NDArray[Any], probs: npt.NDArray[Any]) -> EvalMetrics:
@@ -57,11 +51,7 @@ def evaluate_predictions(labels: npt.NDArray[Any], probs: npt.NDArray[Any]) -> E
         raise PublishError(f"labels {y.shape} and predictions {p.shape} do not match")
     if len(y) == 0:
         raise PublishError("no rows to evaluate")
-    pc = np.clip(p, _EPS, 1 - _EPS)
-    logloss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
-    rate = float(y.mean())
-    ne = None
-    if 0.0 < rate < 1.0:
-        ne = logloss / float(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
-    calibration = float(p.mean() / rate) if rate > 0 else None
-    return EvalMetrics(roc_auc(y, p), logloss, ne, calibration, int(len(y)))
+    m = click_metrics(y, p)
+    return EvalMetrics(
+        _defined(m.auc), m.logloss, _defined(m.ne), _defined(m.calibration), m.samples
+    )

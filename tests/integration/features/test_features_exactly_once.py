@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from stages.common.criteo import parse_valid_rows
+from stages.common.dead_letter import DeadLetterRecord, TopicPosition
 from stages.common.events import encode_event
 from stages.common.transform import to_samples
 from stages.features.readback import read_blocks, read_counters, read_stats, read_watermarks
@@ -99,9 +100,10 @@ def _check_dead_letters(services: Services, dlq: str, topic: str) -> None:
         wait_for(lambda: got.extend(consumer.consume(10, 0.5)) or len(got) >= 3, 60, "3 DLQ records")
     finally:
         consumer.close()
-    payloads = [json.loads(m.value()) for m in got if m.error() is None]
-    assert {p["topic"] for p in payloads} == {topic}
-    assert all("event_time_ms" in p["reason"] for p in payloads)
+    letters = [DeadLetterRecord.parse(m.value()) for m in got if m.error() is None]
+    assert {(d.stage, d.kind) for d in letters} == {("features", "bad event_time_ms")}
+    assert {d.position.topic for d in letters if isinstance(d.position, TopicPosition)} == {topic}
+    assert all(d.raw.startswith(b"1\tbad:") and d.key == d.raw[2:7] for d in letters)
 
 
 def test_sigkill_mid_stream_and_restart_leaves_no_duplicate(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import redis
 
+from stages.common.gaps import OffsetGapRecord
 from stages.features.core import FieldStats, PartitionBatch, RecordBatch, split_batch
 from stages.common.events import encode_event
 from stages.features.readback import (
@@ -80,8 +81,9 @@ def test_write_script_skips_replays_trims_overlaps_and_reports_gaps(
     assert counters["samples_out"] == 89 and counters["duplicates_skipped"] == 70
     assert counters["events_in:ev:0"] == counters["samples_out:ev:0"] + counters["dead_letters:ev:0"]
     assert read_watermarks(client, ns, "ev") == {0: 100}
+    # written by the Lua script, parsed with the shared contract
     assert read_gaps(client, ns) == [
-        {"kind": "offset_gap", "topic": "ev", "partition": 0, "expected": 80, "got": 90}
+        OffsetGapRecord(topic="ev", partition=0, expected=80, got=90)
     ]
     blocks = read_blocks(client, ns)
     assert [b.seq for b in blocks] == [1, 2, 3]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from stages.common.events import decode_events
 from stages.common.settings import CommonSettings, load_settings
-from stages.ingest.core.validate import decode_dead_letter
+from stages.common.dead_letter import DeadLetterRecord, FilePosition
 from stages.ingest.run import run_ingest
 from stages.ingest.settings import IngestSettings
 from stages.ingest.sources import file_tag
@@ -94,11 +94,16 @@ def test_malformed_rows_go_to_the_dead_letter_topic_with_reasons(
     assert (summary.read, summary.sent, summary.dead_lettered) == (len(good) + 7, len(good), 7)
     assert sum(summary.by_reason.values()) == 7
     dlq = read_topic(common.kafka_bootstrap, common.topic_events_dlq)
-    letters = sorted((decode_dead_letter(v) for _, v in dlq), key=lambda d: d.line)
-    assert [d.line for d in letters] == sorted(BAD_LINES)
-    for letter in letters:
-        assert letter.kind.startswith(BAD_LINES[letter.line][1]), letter.reason
-        assert letter.source == str(path.resolve()) and letter.seq == letter.line - 1
+    letters = [DeadLetterRecord.parse(v) for _, v in dlq]
+    assert all(d.stage == "ingest" and d.key == k for (k, _), d in zip(dlq, letters))
+    at = {d.position.line: d for d in letters if isinstance(d.position, FilePosition)}
+    assert sorted(at) == sorted(BAD_LINES)
+    letters = [at[line] for line in sorted(at)]
+    for line, letter in at.items():
+        assert letter.kind.startswith(BAD_LINES[line][1]), letter.reason
+        position = letter.position
+        assert isinstance(position, FilePosition)
+        assert position.source == str(path.resolve()) and position.seq == line - 1
     assert letters[-1].raw_length == 70_000 and len(letters[-1].raw) == FAST.max_line_bytes
     assert letters[0].raw == b"0\t1\t2"
     events = read_topic(common.kafka_bootstrap, common.topic_events)

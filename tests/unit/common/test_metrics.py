@@ -1,3 +1,7 @@
+"""The one implementation of AUC, logloss, NE and calibration (stages.common.metrics)."""
+
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -6,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import log_loss, roc_auc_score
 
-from stages.train.core.metrics import auc, base_entropy, logloss, window_metrics
+from stages.common.metrics import auc, base_entropy, click_metrics, logloss
 
 
 @settings(max_examples=60, deadline=None)
@@ -46,25 +50,25 @@ def test_logloss_clips_certain_mistakes() -> None:
     assert math.isfinite(value) and value == pytest.approx(-math.log(1e-7), rel=1e-6)
 
 
-def test_window_metrics_ne_and_calibration() -> None:
+def test_click_metrics_ne_and_calibration() -> None:
     rng = np.random.default_rng(0)
     y = (rng.random(5000) < 0.25).astype(np.uint8)
     ctr = y.mean()
     base = np.full(len(y), ctr)
-    m = window_metrics(y, base)
+    m = click_metrics(y, base)
     assert m.samples == 5000 and m.positives == int(y.sum())
     assert m.ne == pytest.approx(1.0, rel=1e-9)  # predicting the base rate has NE 1
     assert m.calibration == pytest.approx(1.0, rel=1e-9)
     assert m.auc == pytest.approx(0.5)
-    doubled = window_metrics(y, np.full(len(y), 2 * ctr))
+    doubled = click_metrics(y, np.full(len(y), 2 * ctr))
     assert doubled.calibration == pytest.approx(2.0) and doubled.ne > 1.0
     assert base_entropy(ctr) == pytest.approx(log_loss(y, base))
 
 
 def test_degenerate_windows_give_nan_not_errors() -> None:
-    empty = window_metrics(np.array([]), np.array([]))
+    empty = click_metrics(np.array([]), np.array([]))
     assert empty.samples == 0 and math.isnan(empty.logloss) and math.isnan(empty.auc)
-    negatives = window_metrics(np.zeros(4), np.full(4, 0.1))
+    negatives = click_metrics(np.zeros(4), np.full(4, 0.1))
     assert math.isnan(negatives.auc) and math.isnan(negatives.ne)
     assert math.isnan(negatives.calibration)
 

@@ -1,10 +1,10 @@
-import json
-
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stages.common.dead_letter import DeadLetterRecord, TopicPosition
 from stages.common.events import decode_events
+from stages.common.gaps import OffsetGapRecord, parse_gap_line
 from stages.common.transform import to_samples
 from stages.features.core import RecordBatch, split_batch
 
@@ -51,9 +51,12 @@ def test_bad_records_become_dead_letters_with_reason(events: list[bytes]) -> Non
     assert [d.offset for d in batch.dead_letters] == [12, 14]
     assert batch.sample_offsets.tolist() == [10, 11, 13, 15]
     assert batch.dead_letters[0].reason.startswith("not an event record")
-    payload = json.loads(batch.dead_letters[1].to_json())
-    assert payload["v"] == 1 and payload["partition"] == 3 and payload["offset"] == 14
-    assert payload["key"] == "k4" and payload["reason"]
+    record = DeadLetterRecord.parse(batch.dead_letters[1].record(1234).value())
+    assert record.stage == "features" and record.time_ms == 1234
+    assert record.position == TopicPosition(topic="events", partition=3, offset=14)
+    assert record.key == b"k4" and record.raw == values[4] and record.raw_length == len(values[4])
+    assert record.reason == batch.dead_letters[1].reason and record.kind.startswith("bad ")
+    assert batch.dead_letters[0].kind == "not an event record"
 
 
 def test_repeated_records_count_once_and_gaps_are_reported(events: list[bytes]) -> None:
@@ -61,7 +64,9 @@ def test_repeated_records_count_once_and_gaps_are_reported(events: list[bytes]) 
     (batch,) = result.batches
     assert result.repeated == 1 and batch.events == 4
     assert [(g.expected, g.got) for g in batch.gaps] == [(3, 5)]
-    assert json.loads(batch.gaps[0].to_json())["kind"] == "offset_gap"
+    assert parse_gap_line(batch.gaps[0].to_json()) == OffsetGapRecord(
+        topic="events", partition=0, expected=3, got=5
+    )
 
 
 def test_since_trims_rows_below_the_watermark(events: list[bytes]) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.common.criteo import VALID_ROW
+from stages.common.dead_letter import DeadLetterRecord, FilePosition
 from stages.common.errors import ContractError
 from stages.common.events import decode_events, encode_event, event_id
 from stages.ingest.core.lines import LineBatch, LineSplitter
@@ -17,7 +18,6 @@ from stages.ingest.core.prepare import SourcePosition, prepare_batch
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
 from stages.ingest.core.validate import (
     DeadLetter,
-    decode_dead_letter,
     fast_valid,
     line_reason,
     reason_kind,
@@ -55,23 +55,26 @@ def test_too_long_reason_and_kinds() -> None:
     assert reason_kind(f"{hex_reason}: 'zz'") == hex_reason
 
 
-def test_dead_letter_round_trip_and_format() -> None:
+def test_dead_letter_is_the_shared_record() -> None:
     letter = DeadLetter("/data/x.tsv", "fabc", 7, 6, "blank line", b"\xff\x00ab", 4, 1234)
     assert letter.key() == b"fabc:6"
     fields = json.loads(letter.value())
     assert fields["schema_version"] == 1 and fields["kind"] == "blank line"
-    assert fields["raw_b64"] == "/wBhYg=="
-    assert decode_dead_letter(letter.value()) == letter
+    assert fields["stage"] == "ingest" and fields["raw_b64"] == "/wBhYg=="
+    record = DeadLetterRecord.parse(letter.value())
+    assert record == letter.record()
+    assert record.raw == b"\xff\x00ab" and record.key == b"fabc:6" and record.time_ms == 1234
+    assert record.position == FilePosition(source="/data/x.tsv", source_tag="fabc", line=7, seq=6)
 
 
 def test_malformed_dead_letters_raise_contract_error() -> None:
     with pytest.raises(ContractError):
-        decode_dead_letter(b"not json")
+        DeadLetterRecord.parse(b"not json")
     good = json.loads(DeadLetter("s", "t", 1, 0, "r", b"", 0, 0).value())
-    with pytest.raises(ContractError, match="fields"):
-        decode_dead_letter(json.dumps({**good, "extra": 1}).encode())
-    with pytest.raises(ContractError, match="version"):
-        decode_dead_letter(json.dumps({**good, "schema_version": 9}).encode())
+    with pytest.raises(ContractError, match="unknown field 'extra'"):
+        DeadLetterRecord.parse(json.dumps({**good, "extra": 1}).encode())
+    with pytest.raises(ContractError, match="schema_version"):
+        DeadLetterRecord.parse(json.dumps({**good, "schema_version": 9}).encode())
 
 
 def mutations() -> st.SearchStrategy[bytes]:

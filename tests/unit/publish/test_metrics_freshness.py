@@ -40,3 +40,15 @@ def test_freshness_latencies() -> None:
     np.testing.assert_allclose(report.latencies_s, [8.9, 13.9, 5.9])
     assert report.uncovered == 1
     assert report.p50_s == pytest.approx(8.9)
+
+
+def test_evaluate_predictions_is_the_shared_implementation() -> None:
+    from stages.common.metrics import click_metrics
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 200)
+    p = rng.random(200)
+    m, shared = evaluate_predictions(y, p), click_metrics(y, p)
+    assert (m.auc, m.logloss, m.ne, m.calibration, m.count) == (
+        shared.auc, shared.logloss, shared.ne, shared.calibration, shared.samples
+    )
