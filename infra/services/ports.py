@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from stages.common.errors import InfraError
+from stages.common.settings import redact_url
 
 # Embedded services bind here and nowhere else.
 LOOPBACK = "127.0.0.1"
@@ -81,16 +82,3 @@ def require_loopback(endpoint: Endpoint, env_var: str) -> None:
             f"embedded services listen on {LOOPBACK} only, but {env_var} names "
             f"{endpoint.host}: use 127.0.0.1 or localhost, or run that service yourself"
         )
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by '***', for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -210,6 +210,19 @@ def aiokafka_client_kwargs(settings: CommonSettings) -> dict[str, Any]:
 
         kwargs["ssl_context"] = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile))
     return kwargs
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by '***', for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -35,14 +35,18 @@ def register(app: typer.Typer) -> None:
         import threading
 
         from stages.common.settings import CommonSettings, load_settings
-        from stages.train.loop import run_trainer
         from stages.train.settings import TrainSettings
+        from stages.train.tracking import probe_tracking_server
+
+        common = load_settings(CommonSettings)
+        probe_tracking_server(common)  # before TensorFlow loads: a missing server fails in seconds
+        from stages.train.loop import run_trainer
 
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         summary = run_trainer(
-            load_settings(CommonSettings),
+            common,
             load_settings(TrainSettings),
             replay=replay,
             max_windows=max_windows,

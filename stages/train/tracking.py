@@ -16,13 +16,49 @@ from typing import TYPE_CHECKING, Any
 
 from stages.common.errors import ServiceUnavailable, TrainError, require
 from stages.common.model_export import TAG_EXPORT_SEQ, TAG_ROLE, artifact_path
-from stages.common.settings import CommonSettings
+from stages.common.settings import CommonSettings, redact_url
 from stages.train.core.report import WindowReport
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 TAG_CONSUMER = "freshrec.consumer"
+
+
+_PROBE_TIMEOUT_S = 5.0
+
+
+def probe_tracking_server(common: CommonSettings) -> None:
+    """Fail within seconds, in one line, when an http(s) tracking server does not answer
+    (MLflow's own client would retry for minutes). Local stores (sqlite:, file:) need none."""
+    uri = common.mlflow_tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return
+    import base64
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2]
+    request = urllib.request.Request(
+        urlunsplit(parts._replace(netloc=netloc)).rstrip("/") + "/health"
+    )
+    if parts.username:
+        userinfo = f"{parts.username}:{parts.password or ''}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(userinfo).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy or an auth layer may not know /health)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ServiceUnavailable(
+            f"no MLflow tracking server answers at {redact_url(uri)} ({reason}): start one "
+            "(`freshrec infra up`), or set FRESHREC_MLFLOW_TRACKING_URI, e.g. "
+            "sqlite:///.freshrec/mlflow.db to track into a local store"
+        ) from None
 
 
 class TrainerTracking:
@@ -45,6 +81,7 @@ class TrainerTracking:
         tracking server does not answer."""
         tracking: Any = require("mlflow.tracking", "train")
         exceptions: Any = require("mlflow.exceptions", "train")
+        probe_tracking_server(common)
         if common.mlflow_token is not None:
             # MLflow's REST client reads its bearer token from this variable only.
             os.environ["MLFLOW_TRACKING_TOKEN"] = common.mlflow_token.get_secret_value()
