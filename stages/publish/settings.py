@@ -18,7 +18,8 @@ class PublishSettings(BaseSettings):
     )
     full_every: int = Field(
         10, ge=1, le=10_000,
-        description="Every K-th registry version is a full snapshot (1: every version is full).",
+        description="Every K-th registry version is a full snapshot, the others deltas against "
+        "the previous version (1: every version is full). The one setting that decides it.",
     )
     gate_tolerance: float = Field(
         0.005, ge=0, le=1,

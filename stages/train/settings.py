@@ -54,7 +54,9 @@ class TrainSettings(BaseSettings):
     checkpoints_kept: int = Field(3, ge=1, le=100, description="Complete checkpoints kept.")
     export_every: int = Field(5, ge=1, description="Export the model every E windows.")
     full_export_every: int = Field(
-        10, ge=1, description="Every F-th export is full, the others are deltas."
+        10, ge=1, description="Every F-th trainer export is full, the others deltas. Only a "
+        "resync point for a publisher that missed an export: registry versions are full or "
+        "delta by FRESHREC_PUBLISH_FULL_EVERY alone."
     )
     table_capacity: int = Field(
         1_000_000, ge=1, description="Max admitted embedding ids over all shards."
