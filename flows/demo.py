@@ -304,20 +304,20 @@ def _summarise(
 
 
 def _print_summary(console: Console, common: CommonSettings, s: DemoSummary) -> None:
+    """The summary; each verdict is on a line of its own and never wrapped (CI reads them)."""
+    say = lambda text: console.print(text, soft_wrap=True)  # noqa: E731
+    verdict = lambda ok, yes, no: f"[green]{yes}" if ok else f"[red]{no}"  # noqa: E731
     console.rule("[bold]summary")
-    console.print(
+    say(
         f"events in: {s.events_read:,} = samples stored {s.samples_stored:,} + dead letters "
-        f"{s.ingest_dead_letters + s.feature_dead_letters:,}  "
-        f"[{'green' if s.counts_add_up else 'red'}]{'adds up' if s.counts_add_up else 'MISMATCH'}"
+        f"{s.ingest_dead_letters + s.feature_dead_letters:,}"
     )
-    console.print(f"versions registered by this run: {s.versions} (latest: {s.latest_version})")
-    console.print(f"serving answered with version {s.served_version}: {s.predictions[:5]}")
-    console.print(
-        f"stage runs: {s.run_states}  "
-        f"[{'green' if s.runs_completed else 'red'}]"
-        f"{'all COMPLETED' if s.runs_completed else 'NOT ALL COMPLETED'}"
-    )
-    console.print(f"demo: {'[green]OK' if s.ok else '[red]FAILED'}")
-    console.print(f"Prefect UI: {common.prefect_api_url.removesuffix('/api')}")
-    console.print(f"MLflow UI:  {common.mlflow_tracking_uri}")
-    console.print("the services keep running for the UIs; stop them with: freshrec infra down")
+    say("counts: " + verdict(s.counts_add_up, "adds up", "MISMATCH"))
+    say(f"versions registered by this run: {s.versions} (latest: {s.latest_version})")
+    say(f"serving answered with version {s.served_version}: {s.predictions[:5]}")
+    say(f"stage runs: {s.run_states}")
+    say("runs: " + verdict(s.runs_completed, "all COMPLETED", "NOT ALL COMPLETED"))
+    say("demo: " + verdict(s.ok, "OK", "FAILED"))
+    say(f"Prefect UI: {common.prefect_api_url.removesuffix('/api')}")
+    say(f"MLflow UI:  {common.mlflow_tracking_uri}")
+    say("the services keep running for the UIs; stop them with: freshrec infra down")
