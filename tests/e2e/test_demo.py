@@ -38,7 +38,7 @@ def test_short_demo_end_to_end(tmp_path: Path) -> None:
         )
         output = done.stdout + done.stderr
         print(output[-6000:])
-        assert "adds up" in output
+        assert "adds up" in output and "all COMPLETED" in output and "demo: OK" in output
         assert done.returncode == 0, output[-3000:]
     finally:
         subprocess.run([FRESHREC, "infra", "down"], env=env, timeout=120, cwd=tmp_path)
