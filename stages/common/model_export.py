@@ -292,3 +292,16 @@ def _by_id(model: ModelExport) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.f
         return model.ids, model.rows
     order = np.argsort(model.ids, kind="stable")
     return model.ids[order], model.rows[order]
+
+
+def non_finite(export: ModelExport) -> str | None:
+    """Why `export` must not be served (its first array holding NaN or inf), or None when every
+    weight is finite. A diverged model is refused by the trainer, the publisher and serving."""
+    arrays = [("embedding rows", export.rows)] + [
+        (f"dense weight {name}", value) for name, value in sorted(export.dense.items())
+    ]
+    for what, array in arrays:
+        finite = np.isfinite(array)
+        if not finite.all():
+            return f"{what} hold {int(finite.size - finite.sum())} NaN/inf values (diverged)"
+    return None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from stages.common.errors import ContractError, FreshrecError
 from stages.common.export_meta import ExportMeta
-from stages.common.model_export import ModelExport, write_export
+from stages.common.model_export import ModelExport, non_finite, write_export
 from stages.common.settings import CommonSettings
 from stages.publish.core import plan
 from stages.publish.core.merge import ChainGap, FoldState, fold, registered, renumber
@@ -35,12 +35,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class PublishSummary:
     """What a `run_publisher` call did: versions registered and promoted (in order), exports
-    folded, gate refusals, cycles that failed (logged), and the newest version."""
+    folded, gate refusals, trainer exports refused (NaN/inf weights), cycles that failed
+    (logged), and the newest version."""
 
     versions: list[int] = field(default_factory=list)
     promoted: list[int] = field(default_factory=list)
     exports_folded: int = 0
     gate_refusals: int = 0
+    refused_exports: int = 0
     failed_cycles: int = 0
     last_version: int | None = None
 
@@ -86,6 +88,12 @@ class Publisher:
                 log.error("trainer export %s/%d refused: %s", run_id, seq, exc)
                 summary.failed_cycles += 1
                 break
+            diverged = non_finite(export)
+            if diverged is not None:  # never published; its successors wait for a full export
+                log.error("trainer export %s/%d refused, not published: %s", run_id, seq, diverged)
+                summary.refused_exports += 1
+                self._cursor[run_id] = seq + 1
+                continue
             if not self.state.pending:
                 self._first_seq = seq
             try:

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from stages.common.errors import ContractError, FreshrecError
+from stages.common.model_export import non_finite
 from stages.publish.core.requests import RequestError, json_to_inputs, text_to_inputs
 from stages.publish.loaded import LoadedModel
 from stages.publish.registry import Registry
@@ -66,6 +67,9 @@ class ModelFollower:
                 return False
             have = (int(held.version), held.export) if held else None
             export = self.registry.materialize(version, self.work, have)
+            diverged = non_finite(export)
+            if diverged is not None:
+                raise ContractError(diverged)
         except ContractError as exc:
             self._refused = version
             self.last_error = f"version {version} refused: {exc}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from stages.common.errors import TrainError
 from stages.common.export_meta import ExportMeta, ProgressiveMetrics, ReplayRange, StoreRange
-from stages.common.model_export import write_export
+from stages.common.model_export import non_finite, write_export
 from stages.common.samples import SampleBatch
 from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
 from stages.train.core.engine_protocol import Engine
@@ -68,6 +68,7 @@ class WindowTrainer:
         self.tracking = tracking
         self.out = out
         self.exports_this_run = 0
+        self.refused_exports = 0  # exports with NaN/inf weights, never uploaded
         self.windows = 0
         self.samples = 0
         self.missed_total = 0  # blocks missed in the windows of this call
@@ -142,19 +143,32 @@ class WindowTrainer:
         )
         meta = self._export_meta().to_dict()
         exported = self.engine.export(seq, full, meta)
+        refused: str | None = None
         if self.ranks.rank == 0:
             if exported is None:
                 raise TrainError("the engine returned no export on rank 0")
-            with tempfile.TemporaryDirectory(prefix="freshrec-export-") as tmp:
-                directory = write_export(exported, Path(tmp) / "export")
-                if self.tracking is not None:
-                    self.tracking.log_export(directory, seq)
-            log.info("export %d (%s) at window %d", seq, exported.kind, self.state.window)
+            refused = non_finite(exported)
+            if refused is None:
+                with tempfile.TemporaryDirectory(prefix="freshrec-export-") as tmp:
+                    directory = write_export(exported, Path(tmp) / "export")
+                    if self.tracking is not None:
+                        self.tracking.log_export(directory, seq)
+                log.info("export %d (%s) at window %d", seq, exported.kind, self.state.window)
+        refused = self.ranks.broadcast(refused)
+        self.since_export = 0
+        if refused is not None:
+            # Not uploaded: the next export must be full, since no delta can skip this one.
+            self.refused_exports += 1
+            self.exports_this_run = 0
+            if self.ranks.rank == 0:
+                log.error("export %d at window %d refused, not uploaded: %s; the model "
+                          "diverged (lower FRESHREC_TRAIN_LEARNING_RATE)", seq,
+                          self.state.window, refused)
+            return
         self.state = replace(
             self.state, export_seq=seq, last_full_seq=seq if full else self.state.last_full_seq
         )
         self.exports_this_run += 1
-        self.since_export = 0
 
     def _export_meta(self) -> ExportMeta:
         """The export contract's meta: windows since the previous export, where they came from,
