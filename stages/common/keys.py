@@ -12,6 +12,9 @@ the old prefix).
     counters              hash     events_in, samples_out, dead_letters, duplicates_skipped, ...
     stats                 hash     field -> JSON running statistics (dense min/max/mean, counts)
     stats:version         string   incremented with each statistics snapshot
+    epoch                 string   the store's incarnation: a random id set once (SET NX) by the
+                                   first writer or reader; a Redis that lost its data (restarted
+                                   empty) gets a new one, which is how readers notice the reset
 """
 
 from __future__ import annotations
@@ -54,3 +57,7 @@ def stats(namespace: str) -> bytes:
 
 def stats_version(namespace: str) -> bytes:
     return _key(namespace, "stats:version")
+
+
+def store_epoch(namespace: str) -> bytes:
+    return _key(namespace, "epoch")

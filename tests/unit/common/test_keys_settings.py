@@ -12,6 +12,7 @@ def test_key_layout_exact_bytes() -> None:
     assert keys.counters("n") == b"freshrec:v1:{n}:counters"
     assert keys.stats("n") == b"freshrec:v1:{n}:stats"
     assert keys.stats_version("n") == b"freshrec:v1:{n}:stats:version"
+    assert keys.store_epoch("n") == b"freshrec:v1:{n}:epoch"
     assert keys.gaps("n") == b"freshrec:v1:{n}:gaps"
     with pytest.raises(ValueError, match="bad Redis namespace"):
         keys.samples_stream("has space")
