@@ -1,12 +1,13 @@
 """A servable model: a materialized full export plus where it came from. No MLflow here.
 
 Shared by serving and the MLflow pyfunc model. Exports are located inside a registry version's
-artifacts: `export/` (delta versions) or `artifacts/export/` (full versions, which are also an
-MLflow pyfunc model whose artifact `export` is the same directory).
+artifacts: `export/` (delta versions) or `artifacts/export/` (full versions); both kinds are also
+an MLflow pyfunc model (see `version_model.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stages.common.errors import ContractError
-from stages.common.model_export import MANIFEST, ModelExport
+from stages.common.model_export import MANIFEST, ModelExport, read_export
 from stages.common.reference_model import predict as reference_predict
 from stages.publish.core.requests import ModelInputs
 
@@ -29,6 +30,26 @@ def find_export_dir(root: Path) -> Path:
     if (root / MANIFEST).is_file():
         return root
     raise ContractError(f"{root} holds no export (no {MANIFEST} in {', '.join(EXPORT_SUBDIRS)})")
+
+
+def manifest_sha256(export_dir: Path) -> str:
+    """sha256 of the export's manifest file (which holds the sha256 of every array)."""
+    return hashlib.sha256((export_dir / MANIFEST).read_bytes()).hexdigest()
+
+
+def verified_export(export_dir: Path, sha256: str, publish_seq: int, what: str) -> ModelExport:
+    """Read the export of a registry version (`what` names it in errors), checking its manifest
+    against `sha256` (the version's tag), every array against the manifest (`read_export`) and
+    its export seq against `publish_seq`. ContractError when any check fails."""
+    if not (export_dir / MANIFEST).is_file():
+        raise ContractError(f"{what}: no export in {export_dir} (no {MANIFEST})")
+    if manifest_sha256(export_dir) != sha256:
+        raise ContractError(f"{what}: the manifest does not match its sha256 tag")
+    export = read_export(export_dir)
+    if export.export_seq != publish_seq:
+        raise ContractError(f"{what}: export seq {export.export_seq} "
+                            f"is not its publish seq {publish_seq}")
+    return export
 
 
 def sorted_full(model: ModelExport) -> ModelExport:

@@ -1,37 +1,57 @@
-"""The MLflow pyfunc model of a full version: raw Criteo rows in, click probabilities out.
+"""The MLflow pyfunc model of a registry version (full or delta): Criteo records in, click
+probabilities out.
 
 Logged as "models from code" (`pyfunc_entry.py`), so nothing is pickled: the weights are the
-export's .npy files, loaded (and checksum-verified) in `load_context`. Accepted inputs:
-a list of raw rows (39 or 40 tab-separated fields, see `core.requests`), a DataFrame or array
-with one string column of such rows, or a DataFrame with the columns I1..I13, C1..C26 (an
-optional `label` column is ignored; missing values as NaN/None/empty). Output: float64[n].
+exports' .npy files, loaded (and checksum-verified) in `load_context`. A full version holds its
+export; a delta version holds its delta export and the chain file (`core.chain`) naming the
+versions it applies onto, which `load_context` downloads from the registry, verifies (manifest
+sha256 against the chain file, every array against its manifest) and applies in order.
+
+Inputs (through the signature, see `version_model.py`): a DataFrame with the columns I1..I13,
+C1..C26 (missing values as NaN / None), or with the column `row` holding raw tab-separated
+Criteo rows (39 fields, or 40 with the label first; see `core.requests`). Without schema
+enforcement (`unwrap_python_model().predict`, or a version logged before signatures) a list of
+raw rows, a one-column DataFrame of them and `{"rows": [...]}` are accepted too.
+Output: float64[n], in input order.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 
 from stages.common.criteo import CAT_NAMES, DENSE_NAMES
-from stages.common.errors import PublishError
-from stages.common.model_export import read_export
-from stages.publish.core.requests import instance_to_row, rows_to_inputs
-from stages.publish.loaded import LoadedModel, sorted_full
+from stages.common.errors import ContractError, PublishError
+from stages.common.model_export import ModelExport, apply_delta, read_export
+from stages.publish.core.chain import CHAIN_FILE, VersionChain
+from stages.publish.core.requests import ROW_COLUMN, records_to_rows, rows_to_inputs
+from stages.publish.loaded import LoadedModel, find_export_dir, sorted_full, verified_export
 
 _MAX_ROWS = 10_000_000
+_COLUMNS = frozenset((*DENSE_NAMES, *CAT_NAMES, ROW_COLUMN))
 
 
 def _cell(value: Any) -> Any:
+    """A DataFrame cell as `core.requests` takes it: None when missing, int for an integral
+    number, a list for an array (a `row` cell holding several rows)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is pd.NA:
+        return None
     return value
 
 
@@ -39,14 +59,15 @@ def input_rows(model_input: Any) -> list[bytes]:
     """The raw rows of any accepted input form (see the module docstring)."""
     if hasattr(model_input, "columns"):
         columns = [str(c) for c in model_input.columns]
-        if set(columns) & set(DENSE_NAMES + CAT_NAMES):
+        if set(columns) & _COLUMNS:
             records = model_input.to_dict(orient="records")
-            return [
-                instance_to_row(i, {str(k): _cell(v) for k, v in r.items()})
-                for i, r in enumerate(records, 1)
-            ]
+            return records_to_rows([{str(k): _cell(v) for k, v in r.items()} for r in records])
+        if not columns:  # what MLflow's schema enforcement leaves of unknown columns
+            raise PublishError(f"no input columns: send I1..I13 and C1..C26, or raw rows in "
+                               f"the column {ROW_COLUMN!r}")
         if len(columns) != 1:
-            raise PublishError("a DataFrame input needs one column of raw rows or I1..C26")
+            raise PublishError("a DataFrame input needs the columns I1..C26 or one column "
+                               f"{ROW_COLUMN!r} of raw rows")
         model_input = model_input.iloc[:, 0].tolist()
     if isinstance(model_input, dict) and "rows" in model_input:
         model_input = model_input["rows"]
@@ -59,14 +80,59 @@ def input_rows(model_input: Any) -> list[bytes]:
     return [r.encode() if isinstance(r, str) else bytes(r) for r in model_input]
 
 
+def registry_uri(chain: VersionChain) -> str:
+    """Where the chain's versions are: MLFLOW_TRACKING_URI when set (`mlflow models serve -m
+    models:/...` needs it anyway), else the URI the publisher recorded."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or chain.registry_uri
+
+
+def materialize_chain(chain: VersionChain, own_export: Path, work: Path) -> ModelExport:
+    """The full model of the version whose chain is `chain` and whose export is `own_export`:
+    the chain's exports downloaded into `work`, verified and applied in order."""
+    uri = registry_uri(chain)
+    model: ModelExport | None = None
+    for number, link in enumerate(chain.links):
+        what = f"{chain.model_name} v{link.version} ({link.export_uri})"
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=link.export_uri, dst_path=str(work / str(number)), tracking_uri=uri
+            )
+        except Exception as exc:  # MlflowException, requests' and OS errors
+            raise PublishError(
+                f"cannot download {what} from {uri}: {type(exc).__name__}: {str(exc)[:300]}; "
+                "set MLFLOW_TRACKING_URI to the registry that holds the model"
+            ) from exc
+        export = verified_export(Path(local), link.manifest_sha256, link.publish_seq, what)
+        model = sorted_full(export) if model is None else apply_delta(model, export)
+    own = verified_export(own_export, chain.manifest_sha256, chain.publish_seq,
+                          f"{chain.model_name} seq {chain.publish_seq}")
+    if model is None:
+        return sorted_full(own)
+    return apply_delta(model, own)
+
+
 class FreshrecPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
-    """Loads the export named by the artifact `export` and scores raw rows."""
+    """Materializes the version's model (its chain applied) and scores Criteo records."""
 
     def load_context(self, context: Any) -> None:
-        export = sorted_full(read_export(Path(context.artifacts["export"])))
+        chain_path = context.artifacts.get("chain")
+        if chain_path is None:  # a full version logged before chain files existed
+            export = sorted_full(read_export(Path(context.artifacts["export"])))
+        else:
+            chain = VersionChain.from_json(Path(chain_path).read_text())
+            own = context.artifacts.get("export")
+            if own is None:
+                # a delta's export lies at the top of the version directory; MLflow keeps
+                # artifacts in <model>/artifacts/, two levels above the chain file
+                root = Path(chain_path).parent.parent
+                if Path(chain_path).name != CHAIN_FILE or not (root / "MLmodel").is_file():
+                    raise ContractError(f"{chain_path} is not inside a version directory")
+                own = str(find_export_dir(root))
+            with tempfile.TemporaryDirectory(prefix="freshrec-chain-") as work:
+                export = materialize_chain(chain, Path(own), Path(work))
         self._model = LoadedModel(export, "", "full", int(time.time() * 1000))
 
-    # no type hints: MLflow would try (and fail) to derive a schema from them
+    # no type hints: MLflow would derive a signature from them (the signature is explicit)
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         inputs = rows_to_inputs(input_rows(model_input), _MAX_ROWS)
         return self._model.predict(inputs)

@@ -1,77 +1,35 @@
 """MLflow adapter: trainer exports in, registry versions and aliases out.
 
 Every registry version is the run-artifact directory `publish/<publish_seq:08d>/` of a
-publisher run (tag `freshrec.role=publisher`), registered with `source=runs:/<run>/<dir>`:
-a delta version holds `export/`; a full version is an MLflow pyfunc model (MLmodel, the
-models-from-code entry, code/) whose artifact `artifacts/export/` is the export. No pickle.
+publisher run (tag `freshrec.role=publisher`), registered with `source=runs:/<run>/<dir>`, and
+is an MLflow pyfunc model (`version_model.py`): a full version's export is its artifact
+`artifacts/export/`; a delta version holds `export/` and a chain file naming the versions it
+applies onto, so plain MLflow loads any version. No pickle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 from stages.common.errors import ContractError, PublishError, ServiceUnavailable, require
 from stages.common.model_export import (
-    MANIFEST, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, apply_delta, artifact_path, read_export,
+    TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, apply_delta, artifact_path, read_export,
 )
 from stages.common.settings import CommonSettings
 from stages.publish.core import plan
+from stages.publish.core.chain import EXPORT_PATHS, VersionChain, link_of, public_uri
 from stages.publish.core.plan import VersionInfo
-from stages.publish.loaded import find_export_dir, sorted_full
+from stages.publish.loaded import find_export_dir, manifest_sha256, sorted_full, verified_export
+from stages.publish.version_model import save_version_model
 
+__all__ = ["PUBLISH_DIR", "Registry", "manifest_sha256"]
 log = logging.getLogger(__name__)
 PUBLISH_DIR = "publish"
-_HERE = Path(__file__).resolve().parent
-
-
-def manifest_sha256(export_dir: Path) -> str:
-    """sha256 of the export's manifest file (which holds the sha256 of every array)."""
-    return hashlib.sha256((export_dir / MANIFEST).read_bytes()).hexdigest()
-
-
-def _pyfunc_code(into: Path) -> Path:
-    """A minimal copy of the `stages` package the pyfunc model needs (code_paths)."""
-    root = _HERE.parent
-    pkg = into / "stages"
-    for rel in ("__init__.py", "publish/__init__.py", "publish/loaded.py",
-                "publish/pyfunc_model.py", "publish/core/__init__.py",
-                "publish/core/requests.py"):
-        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / rel, pkg / rel)
-    shutil.copytree(root / "common", pkg / "common", ignore=shutil.ignore_patterns("__pycache__"))
-    return pkg
-
-
-def save_full_model(export_dir: Path, into: Path) -> None:
-    """Save the pyfunc model of a full export into the (absent) directory `into`."""
-    pyfunc = require("mlflow.pyfunc", "publish")
-    import numpy
-    import pandas
-    import pyarrow
-
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # MLflow nags about type hints on predict; the model has none on purpose
-        warnings.simplefilter("ignore", UserWarning)
-        pyfunc.save_model(  # type: ignore[attr-defined]
-            path=str(into),
-            python_model=str(_HERE / "pyfunc_entry.py"),
-            artifacts={"export": str(export_dir)},
-            code_paths=[str(_pyfunc_code(Path(tmp)))],
-            # explicit: inferring them loads the model in a subprocess (tens of seconds)
-            pip_requirements=[
-                f"mlflow=={require('mlflow', 'publish').__version__}",  # type: ignore[attr-defined]
-                f"numpy=={numpy.__version__}",
-                f"pandas=={pandas.__version__}",
-                f"pyarrow=={pyarrow.__version__}",
-            ],
-        )
 
 
 class Registry:
@@ -200,20 +158,45 @@ class Registry:
             self._publisher_run = None
 
     def register(self, export_dir: Path, tags: dict[str, str]) -> int:
-        """Upload the registered export in `export_dir` and create its model version."""
+        """Upload the export in `export_dir` as a pyfunc model (with its chain file, computed
+        from the tags and the registry) and create its model version."""
         seq = int(tags[plan.T_PUBLISH_SEQ])
+        chain = self.chain_for(tags)
         run_id = self._run()
         rel = f"{PUBLISH_DIR}/{seq:08d}"
         with tempfile.TemporaryDirectory(dir=export_dir.parent) as tmp:
             staged = Path(tmp) / "version"
-            if tags[plan.T_KIND] == "full":
-                save_full_model(export_dir, staged)
-            else:
-                shutil.copytree(export_dir, staged / "export")
+            save_version_model(export_dir, chain, staged)
             self._call("upload a version", self.client.log_artifacts, run_id, str(staged), rel)
         mv = self._call("create a model version", self.client.create_model_version,
                         self.name, f"runs:/{run_id}/{rel}", run_id=run_id, tags=tags)
         return int(mv.version)
+
+    def chain_for(self, tags: dict[str, str]) -> VersionChain:
+        """The chain file of a version about to be registered with `tags`: for a delta, the
+        versions from the last full one up to its base (`freshrec.base_version`), as they are
+        registered (their tags and sources)."""
+        kind = tags[plan.T_KIND]
+        links = []
+        if kind == "delta":
+            base = tags.get(plan.T_BASE_VERSION)
+            if not base:
+                raise ContractError(f"a delta version needs the tag {plan.T_BASE_VERSION}")
+            sources: dict[int, str] = {}
+
+            def info(version: int) -> VersionInfo:
+                mv = self._call("read a model version", self.client.get_model_version,
+                                self.name, str(version))
+                sources[version] = str(mv.source)
+                return plan.parse_version(int(mv.version), dict(mv.tags))
+
+            links = [link_of(i, sources[i.version])
+                     for i in plan.serving_chain(int(base), info, None)]
+        return VersionChain(
+            model_name=self.name, registry_uri=public_uri(self.common.mlflow_tracking_uri),
+            kind="full" if kind == "full" else "delta", publish_seq=int(tags[plan.T_PUBLISH_SEQ]),
+            manifest_sha256=tags[plan.T_MANIFEST_SHA], links=tuple(links),
+        )
 
     def set_alias(self, alias: str, version: int) -> None:
         self._call("set an alias", self.client.set_registered_model_alias,
@@ -253,20 +236,13 @@ class Registry:
         run_id, _, rel = source.removeprefix("runs:/").partition("/")
         dst = Path(tempfile.mkdtemp(dir=work))
         try:
+            # only the export: the pyfunc files around it are for plain MLflow
             root = Path(self._call("download a version", self.client.download_artifacts,
-                                   run_id, rel, str(dst)))
-            export_dir = find_export_dir(root)
-            if manifest_sha256(export_dir) != info.manifest_sha256:
-                raise ContractError(
-                    f"version {info.version}: the manifest does not match its sha256 tag"
-                )
-            export = read_export(export_dir)
+                                   run_id, f"{rel}/{EXPORT_PATHS[info.kind]}", str(dst)))
+            return verified_export(find_export_dir(root), info.manifest_sha256,
+                                   info.publish_seq, f"version {info.version}")
         finally:
             shutil.rmtree(dst, ignore_errors=True)
-        if export.export_seq != info.publish_seq:
-            raise ContractError(f"version {info.version}: export seq {export.export_seq} "
-                                f"is not its publish seq {info.publish_seq}")
-        return export
 
     def materialize(
         self, target: int, work: Path, have: tuple[int, ModelExport] | None = None

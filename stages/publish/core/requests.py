@@ -9,6 +9,8 @@ Accepted forms (serving and the MLflow pyfunc model share them):
   `{"instances": [{"I1": 3, "C1": "68fd1e64", ...}, ...]}` where an absent key or null is a
   missing value, integers may be given as numbers or strings, an optional "label" is ignored,
   and any other key is refused.
+* records (the MLflow pyfunc model's column form, `records_to_rows`): dicts with the keys
+  I1..I13, C1..C26 as in `instances`, or with the key `row` holding one raw row as above.
 
 Row numbers in messages are 1-based, counting the rows (or instances) as sent, empty lines
 included.
@@ -29,6 +31,8 @@ from stages.common.transform import dense_transform
 from stages.common.hashing import feature_ids
 
 _INSTANCE_KEYS = frozenset(("label", *DENSE_NAMES, *CAT_NAMES))
+# The record key (a column of the MLflow signature) of a raw row.
+ROW_COLUMN = "row"
 
 
 class RequestError(PublishError):
@@ -152,3 +156,26 @@ def json_to_inputs(body: bytes, max_rows: int) -> ModelInputs:
                 raise RequestError(422, f"row {number} contains a newline")
         return rows_to_inputs(rows, max_rows)
     return rows_to_inputs([instance_to_row(i, x) for i, x in enumerate(items, 1)], max_rows)
+
+
+def records_to_rows(records: list[dict[str, Any]]) -> list[bytes]:
+    """Records -> raw rows, in order. A record with a non-null `row` is that raw row (a list
+    of rows in that cell stands for that many records) and must have no other non-null value;
+    any other record is an instance (see `instance_to_row`; null means missing).
+
+    RequestError(422) naming the 1-based record when one mixes both forms."""
+    rows: list[bytes] = []
+    for number, record in enumerate(records, start=1):
+        raw = record.get(ROW_COLUMN)
+        if raw is None:
+            rows.append(instance_to_row(number, {k: v for k, v in record.items()
+                                                 if k != ROW_COLUMN}))
+            continue
+        if any(v is not None for k, v in record.items() if k not in (ROW_COLUMN, "label")):
+            raise RequestError(422, f"record {number}: give either {ROW_COLUMN!r} (a raw row) "
+                                    "or the columns I1..C26, not both")
+        for item in raw if isinstance(raw, (list, tuple)) else [raw]:
+            if not isinstance(item, (str, bytes)):
+                raise RequestError(422, f"record {number}: {ROW_COLUMN!r} must be a string")
+            rows.append(item.encode() if isinstance(item, str) else item)
+    return rows
