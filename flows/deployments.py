@@ -80,18 +80,19 @@ def deploy(stage: str, pool: str = DEFAULT_POOL, paused: bool = False) -> UUID:
     entrypoint = f"flows/stages.py:{FLOWS[stage].fn.__name__}"
     # Prefect's sync/async dual functions type as a union with a coroutine; here they are sync.
     flow: Any = FLOWS[stage].from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint)
-    # Flow.deploy() of Prefect 3.8.8 fails against its own server (its worker lookup sends
-    # limit=None, answered 422), so build the deployment and apply it ourselves.
-    deployment: Any = flow.to_deployment(
+    # A process pool runs the code where it is: no image to build or push.
+    deployment_id: UUID = flow.deploy(
         name=stage,
+        work_pool_name=pool,
         parameters=spec.parameters,
         interval=spec.interval_s,
         paused=paused if spec.interval_s else None,
         concurrency_limit=spec.concurrency_limit,
         description=spec.description,
         tags=["freshrec", stage],
+        print_next_steps=False,
+        ignore_warnings=True,
     )
-    deployment_id: UUID = deployment.apply(work_pool_name=pool)
     return deployment_id
 
 
