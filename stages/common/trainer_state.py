@@ -40,6 +40,7 @@ class StorePointer(BaseModel):
 
     stream_id: str
     seq: int = Field(ge=0)
+    epoch: str | None = None  # the store incarnation it was read from; absent in old files
 
 
 class CheckpointState(Contract):

@@ -58,7 +58,9 @@ class TrainerState:
         return CheckpointState(
             window=self.window,
             samples=self.samples,
-            store=StorePointer(stream_id=self.store.stream_id, seq=self.store.seq),
+            store=StorePointer(
+                stream_id=self.store.stream_id, seq=self.store.seq, epoch=self.store.epoch
+            ),
             replay_file=self.replay_file,
             replay_rows=self.replay_rows,
             export_seq=self.export_seq,
@@ -77,7 +79,8 @@ class TrainerState:
         record = CheckpointState.parse(text)
         fields = record.model_dump(exclude={"schema_version", "store"})
         return TrainerState(
-            store=StorePosition(record.store.stream_id, record.store.seq), **fields
+            store=StorePosition(record.store.stream_id, record.store.seq, record.store.epoch),
+            **fields
         )
 
 

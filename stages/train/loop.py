@@ -99,6 +99,7 @@ def run_trainer(
     state = ranks.broadcast(state)
     source = _open_source(common, settings, state, replay)
     trainer = WindowTrainer(settings, engine, ranks, checkpoints, state, tracking, out)
+    _note_store_resets(trainer, source)
     failed = True
     try:
         _window_loop(trainer, source, settings, replay is not None, max_windows, stop)
@@ -119,6 +120,7 @@ def run_trainer(
         missed_blocks=trainer.missed_total,
         run_id=trainer.state.run_id,
         last_report=trainer.last_report,
+        store_resets=getattr(source, "resets", 0),
     )
 
 
@@ -193,12 +195,24 @@ def _window_loop(
             if chunk.gaps:
                 _report_gaps(trainer, source, chunk)
         queue.extend(new)
+        _note_store_resets(trainer, source)
         if decision["take"]:
             trainer.train_window(queue[: decision["take"]], source)
             queue = queue[decision["take"]:]
             first_at = time.monotonic() if any(len(c.samples) for c in queue) else None
         if decision["end"]:
             return
+
+
+def _note_store_resets(trainer: WindowTrainer, source: Source) -> None:
+    """Count a feature-store reset in MLflow (metric `store_resets` at the window about to be
+    trained, tag `freshrec.store_reset` with the reason); rank 0 tracks."""
+    resets = getattr(source, "resets", 0)
+    if resets <= trainer.store_resets_noted or trainer.tracking is None:
+        return
+    trainer.store_resets_noted = resets
+    trainer.tracking.log_metrics({"store_resets": float(resets)}, trainer.state.window + 1)
+    trainer.tracking.set_tag("freshrec.store_reset", str(getattr(source, "last_reset", "")))
 
 
 def _report_gaps(trainer: WindowTrainer, source: Source, chunk: Chunk) -> None:

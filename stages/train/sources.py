@@ -7,7 +7,8 @@ token to get exactly the same rows, so all ranks see the same windows without sh
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from stages.common.samples import SampleBatch
@@ -48,17 +49,49 @@ class Source(Protocol):
 
 class StoreSource:
     """The live sample stream, read after `position`, one chunk per block (so a window can end
-    at any block and the checkpoint holds that block's position). Never exhausted."""
+    at any block and the checkpoint holds that block's position). Never exhausted.
+
+    A store that lost its data (Redis restarted empty or flushed) is noticed by its `epoch`
+    key (or, for a position of an older checkpoint without one, by a block counter below the
+    position): the reset is logged and counted (`resets`), and the new store is read from its
+    start, so every sample stored after the reset is trained once. Checked at start, whenever
+    the stream hands out a block seq already read, and every `EPOCH_CHECK_S` seconds.
+    """
 
     exhausted = False
+    EPOCH_CHECK_S = 10.0
 
     def __init__(self, store: SampleStore, position: StorePosition, read_count: int) -> None:
         self.store = store
-        self.position = position
         self._count = read_count
+        self.resets = 0
+        self.last_reset: str | None = None
+        self._checked_at = time.monotonic()
+        self.position = self._check_epoch(position)
 
     def close(self) -> None:
         self.store.close()
+
+    def _check_epoch(self, position: StorePosition) -> StorePosition:
+        self._checked_at = time.monotonic()
+        current = self.store.epoch()
+        if position.epoch == current:
+            return position
+        if position.epoch is None:
+            last = self.store.last_seq()
+            if position.seq <= last:
+                return replace(position, epoch=current)
+            reason = f"the store handed out blocks up to {last}, the trainer read up to {position.seq}"
+        else:
+            reason = f"store epoch {position.epoch} became {current}"
+        self.resets += 1
+        self.last_reset = reason
+        log.warning(
+            "the feature store was reset (%s): Redis restarted empty or was flushed, and the "
+            "samples stored before are gone; training goes on from the start of the new store",
+            reason,
+        )
+        return StorePosition("0-0", 0, current)
 
     def _chunks(self, entries: list[Entry]) -> list[Chunk]:
         chunks = []
@@ -69,8 +102,8 @@ class StoreSource:
             duplicates += adv.duplicates
             samples = adv.blocks[0].samples if adv.blocks else SampleBatch.concat([])
             chunks.append(
-                Chunk(samples, adv.position.seq, adv.position.seq, adv.position.stream_id,
-                      adv.gaps, adv.position)
+                Chunk(samples, adv.position.seq, adv.position.seq,
+                      _token(adv.position), adv.gaps, adv.position)
             )
         if duplicates:
             log.warning(
@@ -81,10 +114,26 @@ class StoreSource:
 
     def poll(self, timeout_s: float) -> list[Chunk]:
         """The next blocks, waiting up to `timeout_s` (capped to 1 s so a stop is noticed)."""
-        return self._chunks(self.store.read(self.position, self._count, min(timeout_s, 1.0)))
+        if time.monotonic() - self._checked_at >= self.EPOCH_CHECK_S:
+            self.position = self._check_epoch(self.position)
+        entries = self.store.read(self.position, self._count, min(timeout_s, 1.0))
+        if entries and entries[0][1].seq <= self.position.seq:
+            checked = self._check_epoch(self.position)  # a seq already read: a new store?
+            if checked != self.position:
+                self.position = checked
+                entries = self.store.read(self.position, self._count, 0)
+        return self._chunks(entries)
 
     def fetch_until(self, token: str) -> list[Chunk]:
-        return self._chunks(self.store.read_until(self.position, token, self._count))
+        epoch, _, stream_id = token.partition("|")
+        if epoch != (self.position.epoch or ""):
+            self.position = StorePosition("0-0", 0, epoch or None)  # rank 0 saw a reset
+        return self._chunks(self.store.read_until(self.position, stream_id, self._count))
 
     def checkpoint_fields(self, chunk: Chunk) -> dict[str, Any]:
         return {"store": chunk.store_after}
+
+
+def _token(position: StorePosition) -> str:
+    """What rank 0 broadcasts: the store epoch and the last stream entry id."""
+    return f"{position.epoch or ''}|{position.stream_id}"

@@ -10,6 +10,7 @@ the trainer's own log and MLflow metric.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from stages.common import keys
@@ -61,6 +62,18 @@ class SampleStore:
             ) from None
         except redis_mod.exceptions.ResponseError as exc:
             raise TrainError(f"Redis refused a read of the sample stream: {exc}") from None
+
+    def epoch(self) -> str:
+        """The store's incarnation id, set now (SET NX, a random id) when the store has none:
+        a Redis that restarted empty gets a new one, whoever touches it first."""
+        key = keys.store_epoch(self.namespace)
+        self._call(self._client.set, key, uuid.uuid4().hex, nx=True)
+        value = self._call(self._client.get, key)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def last_seq(self) -> int:
+        """The last block seq the store handed out (0 when none)."""
+        return int(self._call(self._client.get, keys.samples_seq(self.namespace)) or 0)
 
     def _decode(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
         return [(entry_id.decode(), decode_block(fields)) for entry_id, fields in raw]

@@ -135,6 +135,10 @@ class TrainerTracking:
             report.window,
         )
 
+    def set_tag(self, key: str, value: str) -> None:
+        """Set one tag of the run (values over 5,000 characters are cut)."""
+        self._client.set_tag(self.run_id, key, value[:5000])
+
     def last_export_seq(self) -> int:
         """The tag `freshrec.export_seq` of the run (0 when no export was published)."""
         value = self._client.get_run(self.run_id).data.tags.get(TAG_EXPORT_SEQ)

@@ -45,6 +45,7 @@ class TrainSummary:
     missed_blocks: int
     run_id: str | None
     last_report: WindowReport | None
+    store_resets: int = 0  # feature-store resets noticed (Redis came back empty)
 
 
 class WindowTrainer:
@@ -69,6 +70,7 @@ class WindowTrainer:
         self.out = out
         self.exports_this_run = 0
         self.refused_exports = 0  # exports with NaN/inf weights, never uploaded
+        self.store_resets_noted = 0  # feature-store resets already counted in MLflow
         self.windows = 0
         self.samples = 0
         self.missed_total = 0  # blocks missed in the windows of this call

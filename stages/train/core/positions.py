@@ -15,11 +15,13 @@ from stages.common.samples import SampleBlock
 
 @dataclass(frozen=True)
 class StorePosition:
-    """The last stream entry read (`stream_id`, Redis "ms-seq" form) and its block `seq`.
-    The start of the stream is `StorePosition("0-0", 0)`."""
+    """The last stream entry read (`stream_id`, Redis "ms-seq" form) and its block `seq`, in
+    the store incarnation `epoch` (the store's `epoch` key; None: not known yet). The start of
+    the stream is `StorePosition("0-0", 0)`."""
 
     stream_id: str = "0-0"
     seq: int = 0
+    epoch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,4 +70,4 @@ def advance(position: StorePosition, entries: list[tuple[str, SampleBlock]]) -> 
             gaps.append(SeqGap(seq + 1, block.seq - 1))
         seq = block.seq
         blocks.append(block)
-    return Advance(blocks, StorePosition(stream_id, seq), gaps, duplicates)
+    return Advance(blocks, StorePosition(stream_id, seq, position.epoch), gaps, duplicates)

@@ -1,18 +1,11 @@
-"""A full version is a plain MLflow pyfunc model (raw rows in), `mlflow models serve` works
-with it, and `freshrec evaluate` scores a labelled file with a registry version or exports."""
+"""A version is a plain MLflow pyfunc model (raw rows or I1..C26 columns in), and `freshrec evaluate` scores a labelled file with a registry version or exports."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,46 +45,16 @@ def test_pyfunc_load_model_takes_raw_rows(common: CommonSettings, new_trainer_ru
     model = _published(common, new_trainer_run())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", common.mlflow_tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{common.model_name}@production")
-    np.testing.assert_allclose(pyfunc.predict(ROWS), _expected(model), atol=1e-5)
+    raw = pd.DataFrame({"row": ROWS})  # raw rows travel in the signature's `row` column
+    np.testing.assert_allclose(pyfunc.predict(raw), _expected(model), atol=1e-5)
     columns = ["label", *DENSE_NAMES, *CAT_NAMES]
     frame = pd.DataFrame([[v or None for v in r.split("\t")] for r in ROWS], columns=columns)
     for name in DENSE_NAMES:
-        frame[name] = pd.to_numeric(frame[name])
+        frame[name] = pd.to_numeric(frame[name]).astype("float64")
     np.testing.assert_allclose(pyfunc.predict(frame), _expected(model), atol=1e-5)
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve(common: CommonSettings, new_trainer_run: Any) -> None:
-    model = _published(common, new_trainer_run())
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen(
-        [mlflow_bin, "models", "serve", "-m", f"models:/{common.model_name}@production",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        # MLflow execs `uvicorn` by name: the virtualenv's bin must be on PATH (activated)
-        env={**os.environ, "MLFLOW_TRACKING_URI": common.mlflow_tracking_uri,
-             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "mlflow models serve did not start in 120 s"
-            time.sleep(0.5)
-        reply = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"instances": ROWS})
-        assert reply.status_code == 200, reply.text
-        np.testing.assert_allclose(reply.json()["predictions"], _expected(model), atol=1e-5)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+# `mlflow models serve` of a delta version: tests/integration/publish/test_plain_mlflow.py
 
 
 def test_evaluate_registry_version_export_and_checkpoint_dirs(
