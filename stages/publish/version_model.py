@@ -38,18 +38,14 @@ _HERE = Path(__file__).resolve().parent
 _CODE = ("__init__.py", "publish/__init__.py", "publish/loaded.py", "publish/pyfunc_model.py",
          "publish/core/__init__.py", "publish/core/requests.py", "publish/core/chain.py",
          "publish/core/plan.py")
-# Two records of the input example: one complete, one with missing values.
+# Two records of the input example: one complete, one with missing values. Made-up values in
+# the Criteo format (8 hex digits), not rows of the data set.
 _EXAMPLE_DENSE = ((1, 1, 5, 0, 1382, 4, 15, 2, 181, 1, 2, None, 2),
                   (None, 0, 44, 1, 102, 8, 2, 2, 4, 1, 1, None, 4))
-_EXAMPLE_CATS = (
-    ("68fd1e64", "80e26c9b", "fb936136", "7b4723c4", "25c83c98", "7e0ccccf", "de7995b8",
-     "1f89b562", "a73ee510", "a8cd5504", "b2cb9c98", "37c9c164", "2824a5f6", "1adce6ef",
-     "8ba8b39a", "891b62e7", "e5ba7672", "f54016b9", "21ddcdc9", "b1252a9d", "07b5194c",
-     None, "3a171ecb", "c5c50484", "e8b83407", "9727dd16"),
-    ("68fd1e64", "f0cf0024", "6f67f7e5", "41274cd7", "25c83c98", "fe6b92e5", "922afcc0",
-     "0b153874", "a73ee510", "2b53e5fb", "4f1b46f3", "623049e6", "d7020589", "b28479f6",
-     "e6c5b5cd", "c92f3b61", "07c540c4", "b04e4670", "21ddcdc9", "5840adea", "60f6221e",
-     None, "3a171ecb", "43f13e8b", "e8b83407", "731c3655"),
+_EXAMPLE_CATS = tuple(
+    tuple(None if i == 21 else f"{(row * 26 + i + 1) * 2654435761 % 2**32:08x}"
+          for i in range(26))
+    for row in range(2)
 )
 
 
