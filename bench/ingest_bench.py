@@ -4,7 +4,8 @@ Starts its own Tansu broker on a free loopback port (infra.services), builds a T
 lines by repeating the real rows of criteo_sample_10k (in /tmp, never in the repo), then, in
 alternation, REPS times each:
 - ingest: `run_ingest(file)`: read, validate, encode, produce, flush (events/s = lines / wall time
-  from start to the last acknowledgement, topic creation included);
+  from start to the last acknowledgement, topic creation included), keeping the file's
+  acknowledged position as usual (a fresh state dir per repetition, so the whole file is sent);
 - bare: the same producer configuration producing the same event records (pre-encoded, so only
   the client is measured) in a plain `produce` loop with poll(0) every 8192, then flush.
 Each run writes to its own fresh topics. Prints the numbers and writes bench/RESULTS-ingest.md.
@@ -187,6 +188,7 @@ def main() -> None:
                     kafka_bootstrap=broker.url,
                     topic_events=f"bench.{run}.events",
                     topic_events_dlq=f"bench.{run}.dlq",
+                    state_dir=directory / f"state.{run}",  # a fresh position: the whole file
                 )
                 ensure_topics(common, [f"bench.{run}.bare", common.topic_events])
                 # Alternate the order, so that a change of the machine's load does not always

@@ -7,12 +7,15 @@ Delivery guarantees (librdkafka through confluent-kafka):
 - Delivery reports are requested for failures only (`delivery.report.only.error`), so a success
   costs no Python callback; every failure is counted per topic and the first one is kept.
   `close` flushes, then purges and counts whatever is still undelivered: nothing is silently lost.
+- Since successes are not reported, "everything so far is acknowledged" is read off the queue:
+  `outstanding() == 0` (see `core.position`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -120,6 +123,27 @@ class CountingProducer:
         with self._lock:
             return self._failed[topic]
 
+    def failed_total(self) -> int:
+        """Records of all topics finally not delivered, so far."""
+        with self._lock:
+            return sum(self._failed.values())
+
+    def outstanding(self) -> int:
+        """Serve the reports, then count the records queued or in flight (0: every record
+        handed so far is acknowledged or counted as failed). librdkafka queues a report event
+        per acknowledged batch even when it filters successes out, and counts it until served."""
+        self._producer.poll(0)
+        return len(self._producer)
+
+    def wait_acked(self, stop: threading.Event | None, timeout_s: float) -> bool:
+        """Flush (sends at once, ignoring linger.ms) until nothing is outstanding, `stop` is
+        set or `timeout_s` passed; True when nothing is outstanding."""
+        deadline = time.monotonic() + timeout_s
+        while self._producer.flush(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if (stop is not None and stop.is_set()) or time.monotonic() >= deadline:
+                return False
+        return True
+
     def send(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
         """Queue records (key i, value i); blocks while the local queue is full."""
         produce, poll = self._producer.produce, self._producer.poll
@@ -146,12 +170,14 @@ class CountingProducer:
         """Serve delivery callbacks (cheap; ingest calls it between batches)."""
         self._producer.poll(0)
 
-    def close(self) -> int:
-        """Flush; what is still undelivered after the delivery timeout is purged and counted.
+    def close(self, timeout_s: float | None = None) -> int:
+        """Flush; what is still undelivered after `timeout_s` (default: the delivery timeout
+        and 30 s) is purged and counted as failed.
 
         Returns the number of records purged.
         """
-        remaining = int(self._producer.flush(self._close_timeout))
+        timeout = self._close_timeout if timeout_s is None else timeout_s
+        remaining = int(self._producer.flush(timeout))
         if remaining:
             log.error("%d records still undelivered at exit: counting them as failed", remaining)
             self._producer.purge()

@@ -11,14 +11,17 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from types import TracebackType
 
 import numpy as np
+import numpy.typing as npt
 
+from stages.ingest.core.lines import LineBatch
 from stages.ingest.core.pacing import head, split
-from stages.ingest.core.prepare import PreparedBatch, prepare_batch
+from stages.ingest.core.position import SeekPoint
+from stages.ingest.core.prepare import PreparedBatch, SourcePosition, prepare_batch
 from stages.ingest.sources import SourceBatch
 
 _DONE = object()
@@ -36,19 +39,35 @@ def prepared_parts(
     batches: Iterable[SourceBatch], limit: int | None, part_lines: int
 ) -> Iterator[Job]:
     """The source's batches, cut to at most `limit` lines in all and `part_lines` per part, as
-    jobs that prepare (validate and encode) one part each, in order."""
+    jobs that prepare (validate and encode) one part each, in order. The last part of a source
+    batch with a known end byte carries it as its `seek` point."""
     read = 0
     for item in batches:
         lines = item.lines if limit is None else head(item.lines, limit - read)
-        for part in split(lines, part_lines):
+        parts = split(lines, part_lines)
+        end = None
+        if item.end_byte is not None and lines is item.lines:
+            end = SeekPoint(lines.first_line + len(lines) - 1, item.end_byte)
+        for index, part in enumerate(parts):
             times = item.event_time_ms
             if isinstance(times, np.ndarray):
                 first = part.first_line - item.lines.first_line
                 times = times[first : first + len(part)]
-            yield partial(prepare_batch, part, item.position, times)
+            seek = end if index == len(parts) - 1 else None
+            yield partial(_prepare, part, item.position, times, seek)
             read += len(part)
         if limit is not None and read >= limit:
             return
+
+
+def _prepare(
+    part: LineBatch,
+    position: SourcePosition,
+    times: int | npt.NDArray[np.int64],
+    seek: SeekPoint | None,
+) -> PreparedBatch:
+    prepared = prepare_batch(part, position, times)
+    return prepared if seek is None else replace(prepared, seek=seek)
 
 
 class Prefetch:

@@ -16,6 +16,7 @@ from stages.ingest.core.prepare import PreparedBatch
 from stages.ingest.core.synthetic import SyntheticConfig
 from stages.ingest.kafka import CountingProducer, ensure_topics
 from stages.ingest.pipeline import Prefetch, prepared_parts
+from stages.ingest.resume import FileResume
 from stages.ingest.settings import IngestSettings
 from stages.ingest.sources import (
     SourceBatch,
@@ -29,6 +30,25 @@ Source = str | Path | BinaryIO | SyntheticConfig
 
 
 def _batches(
+    source: Source,
+    common: CommonSettings,
+    settings: IngestSettings,
+    loop: bool,
+    limit: int | None,
+    from_start: bool,
+) -> tuple[Iterator[SourceBatch], FileResume | None]:
+    """The source's batches and, for a file read once, its saved position."""
+    if isinstance(source, (str, Path)) and str(source) not in ("-", "synthetic") and not loop:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"--source {source}: no such file (use a path, '-' or 'synthetic')")
+        resume = FileResume.open(path, common, settings, from_start=from_start)
+        chunk, max_line = settings.chunk_bytes, settings.max_line_bytes
+        return resume.batches(chunk_bytes=chunk, max_line=max_line), resume
+    return _unpositioned(source, settings, loop, limit), None
+
+
+def _unpositioned(
     source: Source, settings: IngestSettings, loop: bool, limit: int | None
 ) -> Iterator[SourceBatch]:
     check_loop(source, loop)
@@ -82,6 +102,7 @@ def run_ingest(
     loop: bool = False,
     progress: bool = True,
     stop: threading.Event | None = None,
+    from_start: bool = False,
 ) -> IngestSummary:
     """Read `source`, send its valid rows to `common.topic_events` and the others, with their
     reasons, to `common.topic_events_dlq`; return when the source ends (or `limit` lines were
@@ -91,6 +112,14 @@ def run_ingest(
     settings), a `SyntheticConfig`, or a binary stream. rate: at most this many lines per
     second (token bucket). limit: read at most this many lines. loop: read a file again and
     again (with new event ids). progress: a line on stderr every `settings.progress_interval_s`.
+
+    A file read once (not --loop) resumes: its acknowledged position is saved under
+    `common.state_dir` while it is sent (see `resume`), and a later run with the same file
+    starts after the last saved line (a finished file sends nothing); `from_start` ignores the
+    saved position. A SIGKILL re-sends at most the lines after the last save (about
+    `settings.position_interval_s` of them at full speed); `stop` (SIGTERM) loses and repeats
+    nothing: reading stops, the queue is flushed (at most `settings.stop_flush_s`), and the
+    position saved is what the broker acknowledged. The summary counts this run only.
     Raises ConfigError (bad arguments), ServiceUnavailable (no broker) or IngestError (the
     source cannot be read). Bad rows never raise: they are dead-lettered and counted.
     """
@@ -98,7 +127,10 @@ def run_ingest(
         raise ConfigError(f"--rate must be > 0, got {rate}")
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
-    batches = _batches(source, settings, loop, limit)
+    batches, resume = _batches(source, common, settings, loop, limit, from_start)
+    resumed = resume.resumed_from_line if resume is not None else None
+    if resume is not None and resume.finished:
+        return summarize(Tally(), 0, 0, 0.0, False, resumed)
     if settings.create_topics:
         ensure_topics(common, [common.topic_events, common.topic_events_dlq])
     producer = CountingProducer(common, settings)
@@ -106,7 +138,8 @@ def run_ingest(
     reporter = _Progress(sys.stderr if progress else None, settings.progress_interval_s, started)
     bucket = TokenBucket(rate, max(1.0, rate / 10), started) if rate else None
     slice_lines = max(1, int(rate / 20)) if rate else 1 << 30
-    stopped = False
+    stopped = read_all = False
+    close_timeout: float | None = None  # the full delivery timeout when nothing went wrong
     try:
         with Prefetch(prepared_parts(batches, limit, slice_lines)) as parts:
             for prepared in parts:
@@ -115,13 +148,30 @@ def run_ingest(
                     break
                 if bucket is not None:
                     _sleep(bucket.wait(prepared.read, time.monotonic()), stop)
+                if resume is not None:
+                    resume.checkpoint(producer, stop, time.monotonic())
                 _send(producer, common, prepared, tally)
+                if resume is not None:
+                    resume.handed(prepared)
                 reporter.maybe(tally, time.monotonic())
+            else:
+                read_all = True
+    except KeyboardInterrupt:  # a second Ctrl-C: give up (almost) at once
+        close_timeout = 1.0
+        raise
+    except BaseException:  # e.g. Prefect's TerminationSignal on a cancel: flush, bounded
+        close_timeout = settings.stop_flush_s
+        raise
     finally:
-        producer.close()
+        if stopped or (stop is not None and stop.is_set()):
+            close_timeout = settings.stop_flush_s
+        purged = producer.close(close_timeout)
+        if resume is not None:
+            resume.finish(producer, purged, read_all=read_all)
     failed_events = producer.failed(common.topic_events)
     failed_dead = producer.failed(common.topic_events_dlq)
-    return summarize(tally, failed_events, failed_dead, time.monotonic() - started, stopped)
+    seconds = time.monotonic() - started
+    return summarize(tally, failed_events, failed_dead, seconds, stopped, resumed)
 
 
 def _sleep(seconds: float, stop: threading.Event | None) -> None:

@@ -46,6 +46,21 @@ class IngestSettings(BaseSettings):
         description="A record not acknowledged by then counts as failed (message.timeout.ms); "
         "librdkafka retries until then, so a broker away for less loses nothing.",
     )
+    position_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="Longest time between two saved positions of a file source while it is "
+        "sent: with no moment where every record is acknowledged for this long (full speed), "
+        "ingest flushes to make one. A SIGKILL re-sends at most about this much.",
+    )
+    stop_flush_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, Ctrl-C or a Prefect cancel: wait at most this long for the "
+        "records still queued; the rest count as failed (the saved position excludes them).",
+    )
     progress_interval_s: float = Field(
         2.0, gt=0, le=3600, description="Seconds between progress lines on stderr."
     )

@@ -9,6 +9,11 @@ Source tags (the `<source>` of event ids, 1-32 chars of [A-Za-z0-9_.-]):
 - the generator: `synthetic_source_tag(config)`, i.e. "syn<seed>-<config fingerprint>".
 
 Gzip is detected by its magic bytes (1f 8b), not by the file name.
+
+A file read once can start mid-file (`FileStart`, a resumed position): a plain file seeks to
+the byte offset of a known line boundary, a gzip file is read from its start; either way the
+lines up to the acknowledged one are skipped, and line numbers (so seqs and event ids) are the
+same as in a run from line 1.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import numpy.typing as npt
 
 from stages.common.errors import ConfigError, IngestError
 from stages.ingest.core.lines import LineBatch, LineSplitter
+from stages.ingest.core.pacing import tail
+from stages.ingest.core.position import SeekPoint
 from stages.ingest.core.prepare import SourcePosition
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows, synthetic_source_tag
 
@@ -36,11 +43,24 @@ _SYNTHETIC_CHUNK = 16384
 
 @dataclass(frozen=True)
 class SourceBatch:
-    """Lines read from a source, where they are in it, and their event times (ms)."""
+    """Lines read from a source, where they are in it, and their event times (ms).
+
+    end_byte: the byte offset in the file where the batch's last line ends (plain files only).
+    """
 
     lines: LineBatch
     position: SourcePosition
     event_time_ms: int | npt.NDArray[np.int64]
+    end_byte: int | None = None
+
+
+@dataclass(frozen=True)
+class FileStart:
+    """Where a read of a file starts: at `seek` (a plain file's known line boundary, or line 0
+    byte None for gzip), then skipping lines up to and including `skip_through`."""
+
+    seek: SeekPoint
+    skip_through: int
 
 
 def now_ms() -> int:
@@ -82,16 +102,27 @@ def _read_chunks(
 
 
 def _stream_batches(
-    stream: BinaryIO, position: SourcePosition, chunk_bytes: int, max_line: int, eager: bool
+    stream: BinaryIO,
+    position: SourcePosition,
+    chunk_bytes: int,
+    max_line: int,
+    eager: bool,
+    seek: SeekPoint | None = None,
 ) -> Iterator[SourceBatch]:
-    splitter = LineSplitter(max_line)
+    """seek: where `stream` starts (its first line's number - 1 and, for a plain file, the byte
+    offset) so that batches carry line numbers and end bytes of the whole file."""
+    splitter = LineSplitter(max_line, 1 if seek is None else seek.line + 1)
+    fed = None if seek is None or seek.byte is None else seek.byte
     for chunk in _read_chunks(stream, chunk_bytes, eager):
         batch = splitter.feed(chunk)
+        if fed is not None:
+            fed += len(chunk)
         if len(batch):
-            yield SourceBatch(batch, position, now_ms())
+            end = None if fed is None else fed - splitter.pending_bytes()
+            yield SourceBatch(batch, position, now_ms(), end)
     last = splitter.finish()
     if len(last):
-        yield SourceBatch(last, position, now_ms())
+        yield SourceBatch(last, position, now_ms(), fed)
 
 
 def _open_file(path: Path) -> BinaryIO:
@@ -104,23 +135,46 @@ def _open_file(path: Path) -> BinaryIO:
     return raw
 
 
+def skip_lines(batches: Iterator[SourceBatch], through: int) -> Iterator[SourceBatch]:
+    """`batches` without the lines numbered up to and including `through` (files: int times)."""
+    for item in batches:
+        last = item.lines.first_line + len(item.lines) - 1
+        if last <= through:
+            continue
+        if item.lines.first_line <= through:
+            cut = tail(item.lines, through - item.lines.first_line + 1)
+            item = SourceBatch(cut, item.position, item.event_time_ms, item.end_byte)
+        yield item
+
+
 def file_batches(
-    path: Path, *, chunk_bytes: int, max_line: int, loop: bool = False
+    path: Path,
+    *,
+    chunk_bytes: int,
+    max_line: int,
+    loop: bool = False,
+    start: FileStart | None = None,
+    tag: str | None = None,
 ) -> Iterator[SourceBatch]:
     """The lines of a file, read once or (`loop`) again and again with new sequence numbers.
 
     Pass k (0-based) uses seq_base = k * (lines in the file), so event ids never repeat.
+    start: read once from there (not with `loop`). tag: the file's tag when the caller has it.
+    Plain files read from line 1 or from a seek point give each batch its `end_byte`.
     Raises IngestError when the file cannot be read or is not valid gzip.
     """
     if not path.is_file():
         raise IngestError(f"{path} is not a file; check the --source path")
-    tag, name, seq_base = file_tag(path), str(path.resolve()), 0
+    if start is not None and loop:
+        raise ConfigError("a start position applies to a file read once, not to --loop")
+    tag, name, seq_base = tag or file_tag(path), str(path.resolve()), 0
     while True:
         lines = 0
         position = SourcePosition(name, tag, seq_base)
         with _open_file(path) as stream:
             try:
-                for item in _stream_batches(stream, position, chunk_bytes, max_line, False):
+                items = _file_items(stream, position, chunk_bytes, max_line, start)
+                for item in items:
                     lines += len(item.lines)
                     yield item
             except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
@@ -128,6 +182,23 @@ def file_batches(
         if not loop or lines == 0:
             return
         seq_base += lines
+
+
+def _file_items(
+    stream: BinaryIO,
+    position: SourcePosition,
+    chunk_bytes: int,
+    max_line: int,
+    start: FileStart | None,
+) -> Iterator[SourceBatch]:
+    gz = isinstance(stream, gzip.GzipFile)
+    seek = start.seek if start is not None else SeekPoint(0, None if gz else 0)
+    if gz and seek.byte is not None:
+        seek = SeekPoint(0, None)  # a gzip file cannot seek: read it from its first line
+    if seek.byte:
+        stream.seek(seek.byte)
+    items = _stream_batches(stream, position, chunk_bytes, max_line, False, seek)
+    return items if start is None else skip_lines(items, start.skip_through)
 
 
 def stream_batches(

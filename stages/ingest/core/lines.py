@@ -86,13 +86,14 @@ def _batch(
 class LineSplitter:
     """Stateful splitter (pure: no I/O). Feed chunks in stream order, then call `finish` once."""
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
-        if max_line < 1:
-            raise ValueError("max_line must be >= 1")
+    def __init__(self, max_line: int = MAX_LINE_BYTES, first_line: int = 1) -> None:
+        """first_line: the number of the stream's first line (> 1 when it starts mid-file)."""
+        if max_line < 1 or first_line < 1:
+            raise ValueError("max_line and first_line must be >= 1")
         self._max = max_line
         self._tail = b""  # the unfinished line, at most max_line + 1 bytes of it
         self._tail_length = 0  # its real length so far
-        self._next_line = 1
+        self._next_line = first_line
         self._pending_cr = False  # the previous chunk ended with b"\r"
 
     def _make(self, data: bytes, long_first: int = 0) -> LineBatch:
@@ -127,6 +128,11 @@ class LineSplitter:
             head = bytes(view[: last + 1])
         self._grow(view[last + 1 :])
         return self._make(head, long_first)
+
+    def pending_bytes(self) -> int:
+        """Bytes fed but not yet part of a returned line (the unfinished line, a held b"\\r"):
+        bytes fed so far minus this is where the last returned line ends in the stream."""
+        return self._tail_length + int(self._pending_cr)
 
     def finish(self) -> LineBatch:
         """The last line when the stream does not end with b"\\n" (an empty batch otherwise).

@@ -38,6 +38,17 @@ def head(batch: LineBatch, count: int) -> LineBatch:
     return LineBatch(batch.data[:end], batch.offsets[: count + 1], batch.first_line, full)
 
 
+def tail(batch: LineBatch, count: int) -> LineBatch:
+    """`batch` without its first `count` lines (line numbers kept; empty when it has fewer)."""
+    if count <= 0:
+        return batch
+    count = min(count, len(batch))
+    base = int(batch.offsets[count])
+    full = {i - count: n for i, n in batch.full_length.items() if i >= count}
+    offsets = batch.offsets[count:] - base
+    return LineBatch(batch.data[base:], offsets, batch.first_line + count, full)
+
+
 def split(batch: LineBatch, size: int) -> list[LineBatch]:
     """`batch` cut into consecutive batches of at most `size` lines (line numbers kept)."""
     if len(batch) <= size:
@@ -85,6 +96,7 @@ class IngestSummary:
     seconds: float
     by_reason: dict[str, int]
     stopped: bool = False
+    resumed_from_line: int | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -98,11 +110,18 @@ class IngestSummary:
             f"read {self.read:,}, sent {self.sent:,}, dead-lettered {self.dead_lettered:,}, "
             f"failed {self.failed:,} in {self.seconds:.1f} s ({self.events_per_s:,.0f} events/s)"
         )
+        if self.resumed_from_line is not None:
+            text += f"; resumed at line {self.resumed_from_line:,}"
         return text + (f"; reasons: {reasons}" if reasons else "")
 
 
 def summarize(
-    tally: Tally, failed_events: int, failed_dead: int, seconds: float, stopped: bool
+    tally: Tally,
+    failed_events: int,
+    failed_dead: int,
+    seconds: float,
+    stopped: bool,
+    resumed_from_line: int | None = None,
 ) -> IngestSummary:
     """The summary once the producer is closed (the failures are final)."""
     return IngestSummary(
@@ -113,4 +132,5 @@ def summarize(
         seconds=seconds,
         by_reason=dict(tally.by_reason),
         stopped=stopped,
+        resumed_from_line=resumed_from_line,
     )

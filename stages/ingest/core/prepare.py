@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from stages.common.events import EVENT_SCHEMA_VERSION
 from stages.ingest.core.lines import LineBatch
+from stages.ingest.core.position import SeekPoint
 from stages.ingest.core.validate import (
     DeadLetter,
     fast_valid,
@@ -45,12 +46,14 @@ class PreparedBatch:
 
     keys/values: the event records (key = event id) of the valid lines.
     dead: the dead letters of the other lines. read: the number of lines in the batch.
+    seek: set by the pipeline on the last part of a source batch whose end byte is known.
     """
 
     keys: list[bytes]
     values: list[bytes]
     dead: list[DeadLetter]
     read: int
+    seek: SeekPoint | None = None
 
 
 def _scalar(value: bytes) -> pa.Scalar:
