@@ -1,12 +1,17 @@
 """The lines of the feature store's `gaps` list (`keys.gaps(namespace)`): data that went missing.
 
-Two stages append to it, each its own record kind; every line is one compact JSON object:
+Two stages append to it, each its own record kinds; every line is one compact JSON object:
 
     offset_gap      (features) Kafka offsets `expected` .. `got - 1` of a partition never
                     arrived at the worker: `OffsetGapRecord`. Written by the features stage's
                     Redis script (between micro-batches) and by its Python side (inside one).
     trimmed_blocks  (train) sample blocks `first_seq` .. `last_seq` were trimmed by the store's
                     retention before trainer `consumer` read them: `TrimmedBlocksRecord`.
+    topic_reset     (features) the events topic was recreated (a broker that restarted empty, or
+                    a topic deleted and created again): its Kafka topic id changed from
+                    `old_topic_id` to `new_topic_id`, so the watermarks of the old incarnation
+                    (`stored_offsets` offsets in `partitions` partitions) were reset to 0:
+                    `TopicResetRecord`. Written by the features stage's Redis script.
 
 Read a line with `parse_gap_line(line)`: the record of its `kind`, or ContractError (an unknown
 kind, an unknown or missing field, another schema version).
@@ -60,10 +65,30 @@ class TrimmedBlocksRecord(Contract):
     time_ms: int
 
 
-GapRecord = OffsetGapRecord | TrimmedBlocksRecord
-_BY_KIND: dict[str, type[OffsetGapRecord] | type[TrimmedBlocksRecord]] = {
+class TopicResetRecord(Contract):
+    """`topic` was recreated: its topic id went from `old_topic_id` to `new_topic_id` (features);
+    the old incarnation's watermarks (`stored_offsets` offsets over `partitions` partitions) were
+    reset to 0 so the new incarnation's offsets 0, 1, ... are stored, not skipped as replays.
+    time_ms: when the features stage noticed (ms since the Unix epoch, Redis server time)."""
+
+    RECORD: ClassVar[str] = "gap line (topic_reset)"
+
+    schema_version: Literal[1] = GAP_SCHEMA_VERSION
+    stage: Literal["features"] = "features"
+    kind: Literal["topic_reset"] = "topic_reset"
+    topic: str
+    old_topic_id: str = Field(min_length=1)
+    new_topic_id: str = Field(min_length=1)
+    partitions: int = Field(ge=0)
+    stored_offsets: int = Field(ge=0)
+    time_ms: int
+
+
+GapRecord = OffsetGapRecord | TrimmedBlocksRecord | TopicResetRecord
+_BY_KIND: dict[str, type[OffsetGapRecord] | type[TrimmedBlocksRecord] | type[TopicResetRecord]] = {
     "offset_gap": OffsetGapRecord,
     "trimmed_blocks": TrimmedBlocksRecord,
+    "topic_reset": TopicResetRecord,
 }
 
 
