@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stages.common.errors import require
+from stages.common.errors import FeaturesError, require
 from stages.common.settings import CommonSettings
 from stages.features.core import DeadLetter, RecordBatch
 from stages.features.pipeline import FeaturesRuntime, consumer_lag
@@ -119,13 +119,29 @@ def build_app(common: CommonSettings, settings: FeaturesSettings) -> FeaturesApp
 
         @app.agent(events, name="freshrec.features.samples")
         async def samples(stream: Any) -> None:
+            from stages.features.topic_ids import TopicIncarnation
+
+            incarnation = TopicIncarnation(
+                common, settings.kafka_retry_s, timeout_s=min(10.0, settings.kafka_retry_s)
+            )
             await runtime.start()
             await dlq.maybe_declare()
+            last_id: str | None = None
             try:
                 async for batch in stream.take_events(
                     settings.batch_max, within=settings.batch_within_s
                 ):
-                    await runtime.handle(_records(topic_name, batch), send_dead)
+                    topic_id = await incarnation.current(topic_name)
+                    if last_id is not None and topic_id != last_id:
+                        # Faust's stream cannot be rewound from here: stop rather than guess.
+                        raise FeaturesError(
+                            f"topic {topic_name} was recreated under this worker (topic id "
+                            f"{last_id} -> {topic_id}): the broker restarted empty or the "
+                            "topic was deleted. Start `freshrec features` again: it stores "
+                            "the new incarnation from its start"
+                        )
+                    last_id = topic_id
+                    await runtime.handle(_records(topic_name, batch), send_dead, topic_id)
             finally:
                 await runtime.close()
 

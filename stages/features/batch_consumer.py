@@ -6,8 +6,15 @@ Faust's stream engine moves every record through its own queue and task hand-off
 timers, web server, dead-letter producer), but this task consumes the events topic: `getmany`
 returns a fetch of up to `batch_max` records in columns, `FeaturesRuntime.handle` writes it to
 Redis exactly once, and only then are the offsets committed (never auto-commit). A commit that
-fails because the partitions moved to another worker is harmless: the new owner replays, and the
-Redis watermark skips what was stored.
+fails (the partitions moved to another worker, or the broker is paused or restarting) is
+harmless: the next owner replays, and the Redis watermark skips what was stored.
+
+Topic incarnations: after each fetch the worker asks the broker for the topic id
+(`TopicIncarnation`) and writes the batch under it; the Redis script resets the watermarks when
+the id is new (store.py). When the answer differs from the previous fetch's, the topic was
+recreated while this consumer read it, and the fetch may hold records of either incarnation
+(aiokafka prefetches): it is discarded and the partitions are read again from the beginning of
+the new incarnation, whose offsets the restarted broker forgot anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from stages.features.pipeline import (
     consumer_lag,
 )
 from stages.features.settings import FeaturesSettings
+from stages.features.topic_ids import TopicIncarnation
 
 log = logging.getLogger("freshrec.features")
 
@@ -55,15 +63,34 @@ async def _store_and_commit(
     send_dead: DeadLetterSender,
     consumer: Any,
     commit: dict[Any, int],
+    topic_id: str,
 ) -> None:
-    from aiokafka.errors import CommitFailedError, IllegalStateError
+    from aiokafka.errors import KafkaError
 
-    await runtime.store(prepared, send_dead)
+    await runtime.store(prepared, send_dead, topic_id)
     try:
         await consumer.commit(commit)
-    except (CommitFailedError, IllegalStateError) as exc:
-        # The partitions moved to another worker (a rebalance) while this batch was stored.
-        log.warning("offset commit refused (%s): the next owner replays, Redis skips", exc)
+    except KafkaError as exc:
+        # The partitions moved to another worker (a rebalance) while this batch was stored,
+        # or the broker is away: a replay follows, which the Redis watermarks skip.
+        runtime.counters.commit_failures += 1
+        log.warning("offset commit failed (%r): the next owner replays, Redis skips", exc)
+
+
+async def _reread_new_incarnation(
+    runtime: FeaturesRuntime, consumer: Any, topic: str, old_id: str, new_id: str
+) -> None:
+    """The topic id changed between two fetches: drop the fetch (it may mix incarnations) and
+    read every assigned partition again from the new incarnation's beginning."""
+    runtime.counters.topic_changes += 1
+    partitions = [tp for tp in consumer.assignment() if tp.topic == topic]
+    log.warning(
+        "topic %s was recreated under this worker (topic id %s -> %s): the broker restarted "
+        "empty or the topic was deleted; dropping the last fetch and reading partitions %s "
+        "again from the beginning", topic, old_id, new_id, sorted(tp.partition for tp in partitions)
+    )
+    if partitions:
+        await consumer.seek_to_beginning(*partitions)
 
 
 async def consume_batches(
@@ -100,6 +127,11 @@ async def consume_batches(
     runtime.lag_probe = lambda: consumer_lag(consumer, runtime)
     within_ms = int(settings.batch_within_s * 1000)
     writing: asyncio.Future[None] | None = None
+    incarnation = TopicIncarnation(
+        common, settings.kafka_retry_s, timeout_s=min(10.0, settings.kafka_retry_s)
+    )
+    topic = common.topic_events
+    last_id: str | None = None
     try:
         try:
             await consumer.start()
@@ -118,14 +150,24 @@ async def consume_batches(
                     await writing
                     writing = None
                 continue
-            prepared = await asyncio.to_thread(
-                runtime.prepare, records_of(common.topic_events, fetch)
+            prepared, topic_id = await asyncio.gather(
+                asyncio.to_thread(runtime.prepare, records_of(topic, fetch)),
+                incarnation.current(topic),
             )
+            runtime.counters.kafka_retries = incarnation.retries
+            if last_id is not None and topic_id != last_id:
+                if writing is not None:
+                    await writing
+                    writing = None
+                await _reread_new_incarnation(runtime, consumer, topic, last_id, topic_id)
+                last_id = topic_id
+                continue
+            last_id = topic_id
             commit = {tp: recs[-1].offset + 1 for tp, recs in fetch.items() if recs}
             if writing is not None:
                 await writing
             writing = asyncio.ensure_future(
-                _store_and_commit(runtime, prepared, send_dead, consumer, commit)
+                _store_and_commit(runtime, prepared, send_dead, consumer, commit, topic_id)
             )
         if writing is not None:
             await writing

@@ -40,7 +40,12 @@ def register(app: typer.Typer) -> None:
     def status() -> None:
         """Print the store's counters, watermarks and gaps of this namespace as JSON."""
         from stages.common.settings import CommonSettings, load_settings
-        from stages.features.readback import read_counters, read_gaps, read_watermarks
+        from stages.features.readback import (
+            read_counters,
+            read_gaps,
+            read_topic_id,
+            read_watermarks,
+        )
 
         common = load_settings(CommonSettings)
         import redis
@@ -53,6 +58,7 @@ def register(app: typer.Typer) -> None:
                 {
                     "counters": read_counters(client, ns),
                     "watermarks": read_watermarks(client, ns, common.topic_events),
+                    "topic_id": read_topic_id(client, ns, common.topic_events),
                     "gaps": [g.to_dict() for g in read_gaps(client, ns)[-20:]],
                 },
                 indent=2,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stages.common.errors import FeaturesError, ServiceUnavailable
-from stages.common.settings import CommonSettings
+from stages.common.settings import CommonSettings, redact_url
 from stages.features.core import (
     DeadLetter,
     FieldStats,
@@ -24,7 +24,7 @@ from stages.features.core import (
     warm_up,
 )
 from stages.features.settings import FeaturesSettings
-from stages.features.store import SampleStore
+from stages.features.store import SampleStore, WriteReport
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -33,7 +33,7 @@ log = logging.getLogger("freshrec.features")
 T = TypeVar("T")
 
 DeadLetterSender = Callable[[list[DeadLetter]], Awaitable[None]]
-_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_FIRST_RETRY_S, _MAX_RETRY_S = 0.2, 5.0
 
 
 @dataclass
@@ -46,6 +46,13 @@ class RunCounters:
     duplicates_skipped: int = 0
     repeated_in_batch: int = 0
     batches: int = 0
+    topic_resets: int = 0  # writes that found a new topic incarnation and reset its watermarks
+    topic_changes: int = 0  # fetches discarded because the topic id changed under the consumer
+    stale_skipped: int = 0  # events of a retired topic incarnation, not stored
+    store_resets: int = 0  # the store epoch changed under this worker (Redis came back empty)
+    redis_retries: int = 0  # Redis calls retried after a connection error or timeout
+    kafka_retries: int = 0  # topic id requests retried (broker away, topic being recreated)
+    commit_failures: int = 0  # Kafka offset commits refused or failed (a replay follows)
     started: float = field(default_factory=time.monotonic)
     last_activity: float | None = None  # None until the first assignment or batch
     first_batch_at: float | None = None
@@ -65,15 +72,22 @@ class PreparedBatch:
     stats: list[FieldStats]
 
 
-def redis_client(common: CommonSettings) -> Redis:
-    """An asyncio Redis client for the feature store (bytes in, bytes out)."""
+def redis_client(common: CommonSettings, timeout_s: float | None = None) -> Redis:
+    """An asyncio Redis client for the feature store (bytes in, bytes out); `timeout_s`: the
+    socket connect and read timeout (None: none)."""
     from stages.common.errors import require
 
     require("redis", "features")
     from redis.asyncio import Redis
 
     password = common.redis_password.get_secret_value() if common.redis_password else None
-    return Redis.from_url(common.redis_url, password=password, decode_responses=False)
+    return Redis.from_url(
+        common.redis_url,
+        password=password,
+        decode_responses=False,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
 
 
 class FeaturesRuntime:
@@ -92,6 +106,8 @@ class FeaturesRuntime:
         #: Set by the consumer in use: events not processed yet in its partitions, or None.
         self.lag_probe: Callable[[], int | None] = lambda: None
         self._last_progress = (time.monotonic(), 0)
+        #: The store epoch of the last write (None before the first).
+        self.epoch: str | None = None
 
     async def start(self) -> None:
         """Connect to Redis (idempotent); ServiceUnavailable when it does not answer."""
@@ -99,13 +115,13 @@ class FeaturesRuntime:
             return
         from redis.exceptions import RedisError
 
-        client = redis_client(self.common)
+        client = redis_client(self.common, self.settings.redis_socket_timeout_s)
         try:
             await client.ping()
         except RedisError as exc:
             await client.aclose()
             raise ServiceUnavailable(
-                f"Redis at {self.common.redis_url} does not answer ({exc}): start it "
+                f"Redis at {redact_url(self.common.redis_url)} does not answer ({exc}): start it "
                 "(`freshrec infra up`) or set FRESHREC_REDIS_URL"
             ) from exc
         # In a thread: it imports for seconds, and the consumer's heartbeats share this loop.
@@ -115,14 +131,17 @@ class FeaturesRuntime:
             client, self.common.redis_namespace, self.settings.retention_blocks
         )
 
-    async def handle(self, records: RecordBatch, send_dead: DeadLetterSender) -> None:
-        """Process one micro-batch exactly once into the store.
+    async def handle(
+        self, records: RecordBatch, send_dead: DeadLetterSender, topic_id: str = ""
+    ) -> None:
+        """Process one micro-batch, fetched under topic incarnation `topic_id` ("" = unknown),
+        exactly once into the store.
 
         Dead letters are sent (and acknowledged by the broker) BEFORE the Redis write that
         consumes their offsets, so a crash in between re-sends them: the dead-letter topic is
-        at least once. Transient Redis errors are retried with backoff.
+        at least once. Transient Redis errors are retried with backoff for `redis_retry_s`.
         """
-        await self.store(self.prepare(records), send_dead)
+        await self.store(self.prepare(records), send_dead, topic_id)
 
     def prepare(self, records: RecordBatch) -> PreparedBatch:
         """The CPU part of `handle` (decode, transform, statistics, split per partition).
@@ -131,7 +150,9 @@ class FeaturesRuntime:
         stats = [FieldStats.of(b.raw, b.samples.ids) for b in split.batches]
         return PreparedBatch(split, len(records), stats)
 
-    async def store(self, prepared: PreparedBatch, send_dead: DeadLetterSender) -> None:
+    async def store(
+        self, prepared: PreparedBatch, send_dead: DeadLetterSender, topic_id: str = ""
+    ) -> None:
         """The I/O part of `handle`: dead letters, then the atomic Redis write, then counters.
         Calls for the same partitions must not overlap (await one before the next)."""
         if self._store is None:
@@ -141,7 +162,9 @@ class FeaturesRuntime:
         if dead:
             await send_dead(dead)
         store = self._store
-        report = await self._with_retry(lambda: store.write(split.batches))
+        report = await self._with_retry(lambda: store.write(split.batches, topic_id))
+        topic = split.batches[0].topic if split.batches else ""
+        await self._noticed(report, topic, topic_id)
         c = self.counters
         precomputed = {id(b): s for b, s in zip(split.batches, prepared.stats)}
         for batch in report.written:
@@ -161,6 +184,37 @@ class FeaturesRuntime:
         c.last_activity = c.last_batch_at = time.monotonic()
         if c.first_batch_at is None:
             c.first_batch_at, c.first_batch_events = c.last_batch_at, prepared.records
+
+    async def _noticed(self, report: WriteReport, topic: str, topic_id: str) -> None:
+        """Log and count the resets a write noticed (per batch, not per event)."""
+        c = self.counters
+        if report.topic_reset:
+            c.topic_resets += 1
+            log.warning(
+                "topic %s was recreated (new topic id %s): the broker restarted empty or the "
+                "topic was deleted; its watermarks were reset to 0 and the new incarnation is "
+                "stored from its start (a topic_reset line in gaps)", topic, topic_id
+            )
+        if report.stale:
+            c.stale_skipped += report.stale
+            log.warning(
+                "%d events fetched from a retired incarnation of %s were not stored (the topic "
+                "was recreated meanwhile; counted as stale_skipped)", report.stale, topic
+            )
+        if report.epoch and report.epoch != self.epoch:
+            if self.epoch is None:
+                log.info("feature store epoch %s", report.epoch)
+            else:
+                c.store_resets += 1
+                log.warning(
+                    "the feature store lost its data under this worker (store epoch %s -> %s: "
+                    "Redis restarted empty?); going on from the Kafka position, every later "
+                    "event is stored once", self.epoch, report.epoch
+                )
+                store = self._store
+                if store is not None:
+                    await self._with_retry(lambda: store.count("store_resets"))
+            self.epoch = report.epoch
 
     async def flush_stats(self) -> int | None:
         """Merge the statistics gathered since the last flush into Redis; the new version,
@@ -206,20 +260,27 @@ class FeaturesRuntime:
             self._client, self._store = None, None
 
     async def _with_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, retried with backoff (0.2 s doubling to 5 s) after connection errors and
+        timeouts for `redis_retry_s`. Safe for the write script: one that ran but whose reply
+        was lost answers DUPLICATE on the retry."""
         from redis.exceptions import ConnectionError, TimeoutError
 
-        for delay in _RETRY_S:
+        deadline = time.monotonic() + self.settings.redis_retry_s
+        delay = _FIRST_RETRY_S
+        while True:
             try:
                 return await call()
             except (ConnectionError, TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ServiceUnavailable(
+                        f"Redis at {redact_url(self.common.redis_url)} kept failing for "
+                        f"{self.settings.redis_retry_s:.0f} s ({exc}): check the server "
+                        "(FRESHREC_FEATURES_REDIS_RETRY_S bounds the wait)"
+                    ) from exc
+                self.counters.redis_retries += 1
                 log.warning("Redis error %r; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-        try:
-            return await call()
-        except (ConnectionError, TimeoutError) as exc:
-            raise ServiceUnavailable(
-                f"Redis at {self.common.redis_url} keeps failing ({exc}): check the server"
-            ) from exc
+                delay = min(delay * 2, _MAX_RETRY_S)
 
 
 def consumer_lag(consumer: Any, runtime: FeaturesRuntime) -> int | None:

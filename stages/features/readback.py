@@ -24,10 +24,17 @@ def read_counters(client: Redis, namespace: str) -> dict[str, int]:
 
 
 def read_watermarks(client: Redis, namespace: str, topic: str) -> dict[int, int]:
-    """{partition: next offset to store} of `topic`."""
+    """{partition: next offset to store} of `topic` (the hash's digit-only fields; the others
+    are the topic incarnation's, see `read_topic_id`)."""
     key = keys.offsets(namespace, topic)
     raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-    return {int(k): int(v) for k, v in raw.items()}
+    return {int(k): int(v) for k, v in raw.items() if k.isdigit()}
+
+
+def read_topic_id(client: Redis, namespace: str, topic: str) -> str | None:
+    """The Kafka topic id of the incarnation the watermarks of `topic` belong to (None: none)."""
+    value: bytes | None = client.hget(keys.offsets(namespace, topic), "topic_id")  # type: ignore[assignment]
+    return None if value is None else value.decode()
 
 
 def read_gaps(client: Redis, namespace: str) -> list[GapRecord]:

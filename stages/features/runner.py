@@ -27,6 +27,13 @@ class FeaturesSummary:
     offsets already stored; `stop_reason` is "stop", "idle" or "signal". `events_per_s`: the
     records of all micro-batches but the first over the time from the first to the last one
     (None with fewer than two micro-batches): the processing rate without start-up and idling.
+
+    What went wrong around it, all counted and logged: `topic_resets` (writes that found a
+    recreated events topic and reset its watermarks), `topic_changes` (fetches dropped because
+    the topic was recreated under the consumer), `stale_skipped` (events of a retired topic
+    incarnation, not stored), `store_resets` (the store epoch changed under the worker: Redis
+    came back empty), `redis_retries`, `kafka_retries` (calls retried during outages) and
+    `commit_failures` (Kafka offset commits that failed; a replay follows, skipped by Redis).
     """
 
     events_in: int
@@ -37,6 +44,13 @@ class FeaturesSummary:
     elapsed_s: float
     stop_reason: str
     events_per_s: float | None
+    topic_resets: int = 0
+    topic_changes: int = 0
+    stale_skipped: int = 0
+    store_resets: int = 0
+    redis_retries: int = 0
+    kafka_retries: int = 0
+    commit_failures: int = 0
 
 
 def _worker_class() -> Any:
@@ -136,6 +150,13 @@ def run_features(
         elapsed_s=time.monotonic() - started,
         stop_reason=worker.stop_reason,
         events_per_s=_rate(runtime),
+        topic_resets=c.topic_resets,
+        topic_changes=c.topic_changes,
+        stale_skipped=c.stale_skipped,
+        store_resets=c.store_resets,
+        redis_retries=c.redis_retries,
+        kafka_retries=c.kafka_retries,
+        commit_failures=c.commit_failures,
     )
 
 

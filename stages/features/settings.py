@@ -62,6 +62,25 @@ class FeaturesSettings(BaseSettings):
     heartbeat_s: float = Field(
         2.0, gt=0, le=100, description="Kafka consumer-group heartbeat interval."
     )
+    redis_retry_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="How long a Redis write or statistics snapshot is retried (backoff 0.2 s "
+        "doubling to 5 s) while Redis does not answer, before the worker stops with an error. "
+        "The Kafka offsets are committed only after the write, so nothing is lost meanwhile.",
+    )
+    redis_socket_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Redis socket connect and read timeout (seconds)."
+    )
+    kafka_retry_s: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="How long the worker retries asking the broker for the events topic's id "
+        "(its incarnation, checked after every fetch) while the broker does not answer or does "
+        "not know the topic, before it stops with an error.",
+    )
     stream_buffer_maxsize: int = Field(
         20_000, ge=100, description="Faust per-partition stream buffer; fetching pauses when full."
     )

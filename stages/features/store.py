@@ -3,15 +3,30 @@
 Exactly once without Kafka transactions: each (partition, micro-batch) is written by ONE Lua
 script (EVALSHA) that, atomically,
 
-1. reads the partition's watermark (next offset to store) from `offsets:<topic>` (keys.py);
-2. last_offset < watermark: a replay -> stores nothing, adds the events to
+0. sets the store epoch (`keys.store_epoch`) with SET NX to the id this worker generated, and
+   returns the epoch in force: a Redis that came back empty gets a new epoch, which is how this
+   worker (`WriteReport.epoch`) and the trainer notice a store reset;
+1. checks the topic incarnation: the batch carries the Kafka topic id it was fetched under
+   (`""`: unknown, the check is skipped). The `offsets:<topic>` hash keeps the id of the
+   incarnation its watermarks belong to in the field `topic_id` (partition fields are digits
+   only, so the names cannot meet). Another id means the topic was recreated (a broker that
+   restarted empty, a topic deleted and created again): the script resets every partition's
+   watermark to 0, marks the old id `retired:<id>`, appends a `TopicResetRecord` line to `gaps`,
+   counts `topic_resets` (and `topic_resets:<topic>`) and goes on storing the batch (reset=1 in
+   the reply). A batch carrying a RETIRED id (fetched before the recreation, written after
+   another worker saw it) stores nothing: STALE, counted as `stale_skipped`. The first id seen
+   (or an id added to watermarks written before ids were kept) is adopted without a reset;
+2. reads the partition's watermark (next offset to store) from `offsets:<topic>` (keys.py);
+   last_offset < watermark: a replay -> stores nothing, adds the events to
    `duplicates_skipped`, returns DUPLICATE;
    first_offset < watermark <= last_offset: a partial replay -> stores nothing, returns
    OVERLAP with the watermark; the caller drops the stored rows (`PartitionBatch.since`) and
    calls again, passing how many it dropped (added to `duplicates_skipped` on success);
    first_offset > watermark: offsets went missing -> a line in `gaps`, then goes on (an
    `OffsetGapRecord` of stages/common/gaps.py, schema version 1: the script builds the same
-   fields as `OffsetGapRecord.to_json`, and the integration tests parse what it wrote);
+   fields as `OffsetGapRecord.to_json`, and the integration tests parse what it wrote). After a
+   topic reset the watermarks are 0, so a new incarnation read from anywhere but its start
+   leaves a gap line, never a silent skip;
 3. INCRs `samples:seq` (only when the batch has samples), XADDs the block with that seq
    (`MAXLEN ~ retention`), pushes the gaps found inside the batch, sets the watermark to
    last_offset + 1 and HINCRBYs `counters`: `events_in`, `samples_out`, `dead_letters`
@@ -23,6 +38,7 @@ The first write of a partition (no watermark yet) is taken as is, without a gap 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -36,6 +52,43 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 _WRITE_LUA = """
+redis.call('SET', KEYS[6], ARGV[18], 'NX')
+local epoch = redis.call('GET', KEYS[6])
+local tid = ARGV[17]
+local reset = 0
+if tid ~= '' then
+  local known = redis.call('HGET', KEYS[1], 'topic_id')
+  if known and known ~= tid then
+    if redis.call('HEXISTS', KEYS[1], 'retired:' .. tid) == 1 then
+      redis.call('HINCRBY', KEYS[5], 'stale_skipped', tonumber(ARGV[4]))
+      return {3, 0, 0, epoch, 0}
+    end
+    local all = redis.call('HGETALL', KEYS[1])
+    local parts, stored = {}, 0
+    for i = 1, #all, 2 do
+      if string.match(all[i], '^%d+$') then
+        parts[#parts + 1] = all[i]
+        stored = stored + tonumber(all[i + 1])
+      end
+    end
+    for _, p in ipairs(parts) do
+      redis.call('HSET', KEYS[1], p, '0')
+    end
+    redis.call('HSET', KEYS[1], 'retired:' .. known, '1')
+    local now = redis.call('TIME')
+    redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
+      kind='topic_reset', topic=ARGV[14], old_topic_id=known, new_topic_id=tid,
+      partitions=#parts, stored_offsets=stored,
+      time_ms=tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}))
+    redis.call('HINCRBY', KEYS[5], 'gaps', 1)
+    redis.call('HINCRBY', KEYS[5], 'topic_resets', 1)
+    redis.call('HINCRBY', KEYS[5], 'topic_resets:' .. ARGV[14], 1)
+    reset = 1
+  end
+  if known ~= tid then
+    redis.call('HSET', KEYS[1], 'topic_id', tid)
+  end
+end
 local wm = redis.call('HGET', KEYS[1], ARGV[1])
 local first = tonumber(ARGV[2])
 local last = tonumber(ARGV[3])
@@ -46,10 +99,10 @@ if wm then
   if last < wm then
     redis.call('HINCRBY', KEYS[5], 'duplicates_skipped', events)
     redis.call('HINCRBY', KEYS[5], 'duplicates_skipped:' .. tp, events)
-    return {0, wm, 0}
+    return {0, wm, 0, epoch, reset}
   end
   if first < wm then
-    return {2, wm, 0}
+    return {2, wm, 0, epoch, reset}
   end
   if first > wm then
     redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
@@ -65,7 +118,7 @@ if n > 0 then
     'n', ARGV[5], 'src', ARGV[9], 'label', ARGV[10], 'dense', ARGV[11], 'ids', ARGV[12],
     'ts', ARGV[13])
 end
-for i = 17, #ARGV do
+for i = 19, #ARGV do
   redis.call('RPUSH', KEYS[4], ARGV[i])
   redis.call('HINCRBY', KEYS[5], 'gaps', 1)
 end
@@ -80,7 +133,7 @@ redis.call('HINCRBY', KEYS[5], 'dead_letters', tonumber(ARGV[6]))
 redis.call('HINCRBY', KEYS[5], 'events_in:' .. tp, events)
 redis.call('HINCRBY', KEYS[5], 'samples_out:' .. tp, n)
 redis.call('HINCRBY', KEYS[5], 'dead_letters:' .. tp, tonumber(ARGV[6]))
-return {1, last + 1, seq}
+return {1, last + 1, seq, epoch, reset}
 """
 
 
@@ -90,24 +143,33 @@ class WriteStatus(Enum):
     WRITTEN = 1
     DUPLICATE = 0
     OVERLAP = 2
+    STALE = 3
 
 
 @dataclass(frozen=True)
 class WriteOutcome:
-    """The script's answer: status, the partition watermark after it, the block seq (0: none)."""
+    """The script's answer: status, the partition watermark after it, the block seq (0: none),
+    the store epoch in force, and whether this call reset the topic's watermarks."""
 
     status: WriteStatus
     watermark: int
     seq: int
+    epoch: str
+    reset: bool
 
 
 @dataclass(frozen=True)
 class WriteReport:
     """What one `SampleStore.write` stored: the batches actually written (trimmed to the new
-    rows) and the events skipped as already stored."""
+    rows), the events skipped as already stored, the events skipped because they came from a
+    retired topic incarnation (`stale`), whether the topic's watermarks were reset
+    (`topic_reset`), and the store epoch the writes saw."""
 
     written: list[PartitionBatch]
     duplicates: int
+    stale: int = 0
+    topic_reset: bool = False
+    epoch: str = ""
 
 
 class SampleStore:
@@ -116,32 +178,51 @@ class SampleStore:
     Use an `redis.asyncio.Redis` client made with `decode_responses=False`.
     """
 
-    def __init__(self, client: Redis, namespace: str, retention_blocks: int) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        namespace: str,
+        retention_blocks: int,
+        epoch_candidate: str | None = None,
+    ) -> None:
+        """`epoch_candidate`: the store epoch this writer sets when the store has none
+        (default: a new random id)."""
         self._client = client
         self._ns = namespace
         self._retention = b"%d" % retention_blocks
+        self._epoch = (epoch_candidate or uuid.uuid4().hex).encode()
         self._script = client.register_script(_WRITE_LUA)
 
-    async def write(self, batches: list[PartitionBatch]) -> WriteReport:
+    async def write(self, batches: list[PartitionBatch], topic_id: str = "") -> WriteReport:
         """Store each batch exactly once (one pipelined round trip, one more after an overlap).
 
-        Batches must be of distinct partitions. Rows below a partition's watermark are never
-        stored twice; the returned `written` batches are the rows stored by this call.
+        Batches must be of distinct partitions, all fetched under the topic incarnation
+        `topic_id` (the Kafka topic id; "" = unknown, no incarnation check). Rows below a
+        partition's watermark are never stored twice; the returned `written` batches are the
+        rows stored by this call. A new `topic_id` resets the topic's watermarks first (see the
+        module docstring); batches of a retired incarnation are skipped (`stale`).
         """
         written: list[PartitionBatch] = []
-        duplicates = 0
+        duplicates = stale = 0
+        reset = False
+        epoch = ""
         pending = [(batch, 0) for batch in batches]
+        tid = topic_id.encode()
         for _attempt in range(3):
             if not pending:
                 break
-            outcomes = await self._run(pending)
+            outcomes = await self._run(pending, tid)
             retry = []
             for (batch, trimmed), outcome in zip(pending, outcomes):
+                reset = reset or outcome.reset
+                epoch = outcome.epoch
                 if outcome.status is WriteStatus.WRITTEN:
                     written.append(batch)
                     duplicates += trimmed
                 elif outcome.status is WriteStatus.DUPLICATE:
                     duplicates += batch.events + trimmed
+                elif outcome.status is WriteStatus.STALE:
+                    stale += batch.events + trimmed
                 else:
                     rest = batch.since(outcome.watermark)
                     if rest is None:  # cannot happen: OVERLAP means last >= watermark
@@ -155,15 +236,30 @@ class SampleStore:
                 "another consumer group writing the same namespace? Give each pipeline its own "
                 "FRESHREC_REDIS_NAMESPACE"
             )
-        return WriteReport(written, duplicates)
+        if epoch == self._epoch.decode():
+            # Ours was adopted: the next store reset must get another id, or it would look
+            # like this same incarnation to us.
+            self._epoch = uuid.uuid4().hex.encode()
+        return WriteReport(written, duplicates, stale, reset, epoch)
 
-    async def _run(self, batches: list[tuple[PartitionBatch, int]]) -> list[WriteOutcome]:
+    async def count(self, name: str, amount: int = 1) -> None:
+        """Add `amount` to the store counter `name` (events this worker noticed itself)."""
+        await self._client.hincrby(keys.counters(self._ns), name, amount)
+
+    async def _run(
+        self, batches: list[tuple[PartitionBatch, int]], topic_id: bytes
+    ) -> list[WriteOutcome]:
         pipe = self._client.pipeline(transaction=False)
         for batch, trimmed in batches:
-            args = self._args(batch, trimmed)
+            args = self._args(batch, trimmed, topic_id)
             await self._script(keys=self._keys(batch.topic), args=args, client=pipe)
         replies = await pipe.execute()
-        return [WriteOutcome(WriteStatus(int(r[0])), int(r[1]), int(r[2])) for r in replies]
+        return [
+            WriteOutcome(
+                WriteStatus(int(r[0])), int(r[1]), int(r[2]), _text(r[3]), bool(int(r[4]))
+            )
+            for r in replies
+        ]
 
     def _keys(self, topic: str) -> list[bytes]:
         ns = self._ns
@@ -173,9 +269,10 @@ class SampleStore:
             keys.samples_stream(ns),
             keys.gaps(ns),
             keys.counters(ns),
+            keys.store_epoch(ns),
         ]
 
-    def _args(self, batch: PartitionBatch, trimmed: int) -> list[Any]:
+    def _args(self, batch: PartitionBatch, trimmed: int, topic_id: bytes) -> list[Any]:
         source = SourceRange(batch.topic, batch.partition, batch.first_offset, batch.last_offset)
         block = encode_block(batch.samples, source)
         return [
@@ -195,6 +292,8 @@ class SampleStore:
             batch.topic.encode(),
             b"%d" % (batch.last_offset + 1),
             b"%d" % trimmed,
+            topic_id,
+            self._epoch,
             *[gap.to_json() for gap in batch.gaps],
         ]
 
@@ -227,3 +326,7 @@ class SampleStore:
             "workers on one namespace, or raise FRESHREC_FEATURES_STATS_INTERVAL_S"
         )
 
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
