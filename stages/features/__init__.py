@@ -7,7 +7,9 @@ Layout (pure core + thin adapters, see HOUSE_STYLE):
                     `PartitionBatch.since` (drop rows already stored), `FieldStats` (statistics).
 - `store.py`        Redis: the atomic write script (watermark check + XADD + counters) and the
                     statistics snapshots. Its docstring states the exactly-once protocol.
-- `pipeline.py`     `FeaturesRuntime`: one worker's state; decode -> dead letters -> write.
+- `topic_ids.py`    the events topic's incarnation (its Kafka topic id), asked after every fetch.
+- `pipeline.py`     `FeaturesRuntime`: one worker's state; decode -> dead letters -> write
+                    (Redis retried for `redis_retry_s`; store epoch changes counted).
 - `batch_consumer.py`, `app.py`: the Faust app (`create_app(common, settings)`) and its two
                     consumers ("batch", the default, and "stream" = a Faust agent).
 - `runner.py`       `run_features(common, settings, *, stop, max_idle_s) -> FeaturesSummary`.

@@ -380,3 +380,40 @@ def test_redis_down_while_the_worker_runs_loses_and_duplicates_nothing(
     assert summary.redis_retries > 0 and summary.store_resets == 0
     assert client.get(keys.store_epoch(ns)) == epoch
     client.close()
+
+
+PAUSE_S = 12.0  # twice the 6 s session timeout: the group expires and rebalances meanwhile
+
+
+def test_broker_paused_while_the_worker_runs_loses_and_duplicates_nothing(
+    own_broker: Callable[[], RunningService],
+    make_settings: Callable[..., CommonSettings],
+    criteo_rows: list[bytes],
+) -> None:
+    broker = own_broker()
+    common = make_settings("redis", kafka_bootstrap=broker.url)
+    ns, topic = common.redis_namespace, common.topic_events
+    create_topic(broker.url, topic)
+    client = redis.Redis.from_url(common.redis_url)
+    worker = _in_background(common, _features(common))
+    try:
+        produce(broker.url, topic, _events(criteo_rows, 0, 2000, ns))
+        wait_for(lambda: len(_stored_times(client, ns)) >= 2000, 120, "2000 stored")
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            time.sleep(PAUSE_S)
+            assert worker.thread.is_alive(), f"the worker died: {worker.result}"
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        produce(broker.url, topic, _events(criteo_rows, 2000, 3000, ns))
+        wait_for(lambda: len(_stored_times(client, ns)) >= 5000, 120, "5000 stored")
+        time.sleep(2)
+    finally:
+        summary = worker.finish()
+    times = _stored_times(client, ns)
+    print(f"broker paused {PAUSE_S:.0f} s: stored {len(times)}, summary {summary}")
+    assert sorted(times.tolist()) == list(range(5000))
+    counters = read_counters(client, ns)
+    assert counters["events_in"] == counters["samples_out"] + counters["dead_letters"] == 5000
+    assert counters.get("topic_resets", 0) == 0
+    client.close()
