@@ -53,6 +53,11 @@ class ServiceSpec(ABC):
     def url(self, host: str, port: int) -> str:
         """The client address of an embedded instance on `host:port`."""
 
+    def client_url(self, url: str, directory: Path) -> str:
+        """The address clients use for the instance in `directory` whose address is `url`,
+        with any credentials the instance generated (the embedded Redis's password)."""
+        return url
+
     @abstractmethod
     def launch(self, port: int, directory: Path) -> LaunchPlan:
         """How to start an instance on 127.0.0.1:`port` keeping its data under `directory`."""

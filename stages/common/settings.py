@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from stages.common.errors import ConfigError
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:(\d{1,5})$")
+# The embedded Redis's generated password: <state_dir>/services/redis/<this file> (mode 0600),
+# written by `freshrec infra up` (infra.services.redis_server).
+EMBEDDED_REDIS_PASSWORD_FILE = "password"
 
 
 def settings_config(stage: str | None = None) -> SettingsConfigDict:
@@ -98,7 +101,10 @@ class CommonSettings(BaseSettings):
         description="Redis URL of the feature store; rediss:// for TLS.",
     )
     redis_password: SecretStr | None = Field(
-        None, description="Redis AUTH password (secret); overrides one in the URL."
+        None,
+        description="Redis AUTH password (secret); overrides one in the URL. Unset, with no "
+        "password in the URL, the embedded Redis's generated one is used "
+        "(<state_dir>/services/redis/password).",
     )
     redis_namespace: str = Field(
         "default",
@@ -166,6 +172,29 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _prefect(cls, value: str) -> str:
         return _check_url(value, ("http", "https"), "the Prefect API URL")
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Give clients of the embedded Redis its generated password, when the user set none."""
+        if self.redis_password is not None or urlsplit(self.redis_url).password is not None:
+            return
+        if self.is_explicit("redis_url") and "redis" not in self.embed:
+            return  # the user's own Redis: its password is theirs to set
+        password = self._embedded_redis_password()
+        if password is not None:
+            self.redis_password = SecretStr(password)
+            self.model_fields_set.discard("redis_password")  # found, not set by the user
+
+    def _embedded_redis_password(self) -> str | None:
+        path = self.state_dir / "services" / "redis" / EMBEDDED_REDIS_PASSWORD_FILE
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the embedded Redis password {path}: {exc.strerror}; fix its "
+                "permissions or set FRESHREC_REDIS_PASSWORD"
+            ) from None
 
     @property
     def checkpoints(self) -> Path:

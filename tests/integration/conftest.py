@@ -1,7 +1,8 @@
 """Real services for the integration tests, started as local processes on free loopback ports.
 
 `kafka_broker`, `redis_server`, `mlflow_server` and `prefect_server` are session fixtures that
-give the client address (a bootstrap "127.0.0.1:PORT" for Kafka, URLs for the others). A service
+give the client address (a bootstrap "127.0.0.1:PORT" for Kafka, URLs for the others; the Redis
+URL carries the server's generated password). A service
 starts only when a selected test needs it; the services the selected tests name start in
 parallel right after collection (MLflow and Prefect take tens of seconds each), and all stop
 at the end of the session.
@@ -67,7 +68,7 @@ class ServicePool:
             self._future(name)
 
     def url(self, name: str) -> str:
-        """The client address of `name`, starting it (and waiting for it) when needed."""
+        """The client address of `name` (with its credentials), starting it when needed."""
         return self._future(name).result().url
 
     def close(self) -> None:
@@ -119,7 +120,11 @@ def kafka_broker(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def redis_server(pytestconfig: pytest.Config) -> str:
-    """URL "redis://127.0.0.1:PORT/0" of a redis-server (no persistence)."""
+    """URL "redis://:PASSWORD@127.0.0.1:PORT/0" of the embedded Redis (no persistence).
+
+    The server requires its generated password; the URL carries it, so
+    `redis.Redis.from_url(redis_server)` and settings made from it just work. Print it
+    only through `redact_url`."""
     return _pool(pytestconfig).url("redis")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +49,14 @@ def test_cli_up_status_down(tmp_path: Path, mlflow_server: str, prefect_server: 
     status = _freshrec(["status"], env, tmp_path)
     assert status.returncode == 0, status.stdout
     assert status.stdout.count("embedded") == 2 and status.stdout.count("external") == 2
+    # which server, which version: valkey-server from the wheel, or a redis-server on PATH
+    assert re.search(r"(valkey|redis) \d+\.\d+\.\d+", status.stdout), status.stdout
+    redis_port = int(env["FRESHREC_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.makefile("rb").readline().startswith(b"-NOAUTH")
+    password = (tmp_path / "state" / "services" / "redis" / "password").read_text().strip()
+    assert password not in status.stdout + status.stderr + up.stdout + up.stderr
 
     down = _freshrec(["down"], env, tmp_path)
     assert down.returncode == 0, down.stderr
