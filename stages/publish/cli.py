@@ -52,8 +52,21 @@ def register(app: typer.Typer) -> None:
         alias: str = typer.Option("production", "--alias", help="Alias to follow."),
         host: str = typer.Option("127.0.0.1", "--host"),
         port: int = typer.Option(8000, "--port", min=1, max=65535),
+        token_file: Path | None = typer.Option(
+            None, "--token-file", exists=True, dir_okay=False,
+            help="File holding the bearer token /predict and /version require (instead of "
+            "FRESHREC_PUBLISH_SERVE_TOKEN; never pass a token on the command line, `ps` shows "
+            "it).",
+        ),
+        max_concurrency: int | None = typer.Option(
+            None, "--max-concurrency", min=1,
+            help="Most predictions at once, more get 503 (default: "
+            "FRESHREC_PUBLISH_SERVE_MAX_CONCURRENCY).",
+        ),
     ) -> None:
         """Serve predictions for raw Criteo rows with the version under an alias."""
+        import logging
+
         import uvicorn
 
         from stages.common.settings import CommonSettings, load_settings
@@ -62,7 +75,16 @@ def register(app: typer.Typer) -> None:
         from stages.publish.settings import PublishSettings
 
         common = load_settings(CommonSettings, **({"model_name": model} if model else {}))
-        settings = load_settings(PublishSettings)
+        overrides: dict[str, object] = {}
+        if token_file is not None:
+            overrides["serve_token"] = token_file.read_text(encoding="utf-8").strip()
+        if max_concurrency is not None:
+            overrides["serve_max_concurrency"] = max_concurrency
+        settings = load_settings(PublishSettings, **overrides)
+        if settings.serve_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            logging.getLogger("stages.publish.serving").warning(
+                "serving on %s without a token: anyone who reaches the port can query the "
+                "model; set FRESHREC_PUBLISH_SERVE_TOKEN", host)
         work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "serve"
         work.mkdir(parents=True, exist_ok=True)
         follower = ModelFollower(Registry(common), alias, work, settings.serve_poll_s)

@@ -9,7 +9,12 @@ incomplete version is refused with an error log line and serving keeps its versi
 Endpoints: POST /predict (rows as text/plain, text/tab-separated-values, octet-stream or
 curl's default form type; or application/json; see `core.requests`) -> {"model",
 "version", "predictions": [click probability per row, in order]}; GET /health (200 when a
-model is loaded, 503 before); GET /version.
+model is loaded, 503 before); GET /version. /health and /version report the staleness
+(`staleness_s`: seconds since the served version was registered, from its tag
+`freshrec.published_at_ms`) and the follower's `last_error`.
+With `serve_token` set, /predict and /version need `Authorization: Bearer TOKEN` (401
+otherwise); /health stays open for load balancers. At most `serve_max_concurrency` predictions
+run at once; one more gets 503 with Retry-After.
 Errors are JSON {"error": "..."} with a 4xx status; an unexpected failure is a 500 whose body
 says only to look at the server log (no stack trace leaves the server).
 """
@@ -17,10 +22,12 @@ says only to look at the server log (no stack trace leaves the server).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
+import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +40,22 @@ from starlette.routing import Route
 
 from stages.common.errors import ContractError, FreshrecError
 from stages.common.model_export import non_finite
+from stages.publish.core.plan import T_PUBLISHED_MS
 from stages.publish.core.requests import RequestError, json_to_inputs, text_to_inputs
 from stages.publish.loaded import LoadedModel
 from stages.publish.registry import Registry
 from stages.publish.settings import PublishSettings
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Awaitable[JSONResponse]]
+# scheme://user:password@ inside any text (an error message quoting a URL)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/@:]*):[^\s/@]*@")
+
+
+def redact_text(text: str) -> str:
+    """`text` with the password of every URL in it replaced by '***'."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 class ModelFollower:
@@ -51,6 +68,8 @@ class ModelFollower:
         self.poll_s = poll_s
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
+        # (version, its freshrec.published_at_ms tag): the staleness of `current`
+        self._published: tuple[str, int | None] = ("", None)
         self._refused: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,18 +91,40 @@ class ModelFollower:
                 raise ContractError(diverged)
         except ContractError as exc:
             self._refused = version
-            self.last_error = f"version {version} refused: {exc}"
+            self.last_error = redact_text(f"version {version} refused: {exc}")
             log.error("refusing %s@%s v%s: %s; still serving v%s", self.registry.name,
-                      self.alias, version, exc, self.current.version if self.current else "none")
+                      self.alias, version, redact_text(str(exc)),
+                      self.current.version if self.current else "none")
             return False
         except FreshrecError as exc:
-            self.last_error = str(exc)
-            log.warning("could not follow %s@%s: %s", self.registry.name, self.alias, exc)
+            self.last_error = redact_text(str(exc))
+            log.warning("could not follow %s@%s: %s", self.registry.name, self.alias,
+                        self.last_error)
             return False
+        self._published = (str(version), self._published_at_ms(version))
         self.current = LoadedModel(export, str(version), "full", int(time.time() * 1000))
         self.last_error = None
         log.info("now serving %s v%s (%d rows)", self.registry.name, version, len(export.ids))
         return True
+
+    def _published_at_ms(self, version: int) -> int | None:
+        """The version's registration time (ms), None when MLflow cannot say: serving goes on."""
+        try:
+            mv = self.registry.client.get_model_version(self.registry.name, str(version))
+            value = dict(mv.tags or {}).get(T_PUBLISHED_MS)
+            return int(value) if value is not None else None
+        except Exception as exc:  # MLflow or the network; the staleness is then unknown
+            log.warning("cannot read when v%s was registered: %s", version,
+                        redact_text(f"{type(exc).__name__}: {exc}")[:300])
+            return None
+
+    def staleness_s(self, model: LoadedModel, now_ms: int | None = None) -> float | None:
+        """Seconds since `model`'s version was registered; None when unknown."""
+        version, published = self._published
+        if published is None or version != model.version:
+            return None
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return round(max(0, now - published) / 1000.0, 3)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -130,6 +171,36 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _authorized(request: Request, token: bytes) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+
+
+def _guarded(handler: Handler, settings: PublishSettings, limit: int | None) -> Handler:
+    """`handler` behind the bearer token (when set) and at most `limit` at once (when given)."""
+    token = settings.serve_token.get_secret_value().encode() if settings.serve_token else None
+    in_flight = 0
+
+    async def guarded(request: Request) -> JSONResponse:
+        nonlocal in_flight
+        if token is not None and not _authorized(request, token):
+            response = _error(401, "missing or wrong bearer token: send "
+                                   "Authorization: Bearer <FRESHREC_PUBLISH_SERVE_TOKEN>")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        if limit is not None and in_flight >= limit:
+            response = _error(503, f"busy: {limit} requests in flight; retry shortly")
+            response.headers["Retry-After"] = "1"
+            return response
+        in_flight += 1  # one event loop: no await between the check and the increment
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    return guarded
+
+
 def create_app(
     follower: ModelFollower, settings: PublishSettings, *, follow: bool = True
 ) -> Starlette:
@@ -161,15 +232,20 @@ def create_app(
     async def health(request: Request) -> JSONResponse:
         model = follower.current
         if model is None:
-            return JSONResponse({"status": "loading", "error": follower.last_error}, 503)
-        return JSONResponse({"status": "ok", "version": model.version})
+            return JSONResponse({"status": "loading", "error": follower.last_error,
+                                 "last_error": follower.last_error}, 503)
+        return JSONResponse({"status": "ok", "version": model.version,
+                             "staleness_s": follower.staleness_s(model),
+                             "last_error": follower.last_error})
 
     async def version(request: Request) -> JSONResponse:
         model = follower.current
         body: dict[str, Any] = {"model": follower.registry.name, "alias": follower.alias,
-                                "version": None, "last_error": follower.last_error}
+                                "version": None, "last_error": follower.last_error,
+                                "staleness_s": None}
         if model is not None:
-            body.update(version=model.version, export_seq=model.export.export_seq,
+            body.update(version=model.version, staleness_s=follower.staleness_s(model),
+                        export_seq=model.export.export_seq,
                         rows=int(len(model.export.ids)), loaded_at_ms=model.loaded_at_ms,
                         meta=model.export.meta)
         return JSONResponse(body)
@@ -191,9 +267,10 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route("/predict", predict, methods=["POST"]),
+            Route("/predict", _guarded(predict, settings, settings.serve_max_concurrency),
+                  methods=["POST"]),
             Route("/health", health, methods=["GET"]),
-            Route("/version", version, methods=["GET"]),
+            Route("/version", _guarded(version, settings, None), methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: http_error},
         lifespan=lifespan,

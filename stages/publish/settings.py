@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from stages.common.settings import settings_config
 
 
 class PublishSettings(BaseSettings):
-    """Publisher cadence, snapshot policy and quality gate; serving limits and polling."""
+    """Publisher cadence, snapshot policy and quality gate; serving limits, auth and polling."""
 
     model_config = settings_config("publish")
 
@@ -43,4 +43,15 @@ class PublishSettings(BaseSettings):
     serve_max_rows: int = Field(
         10_000, ge=1, le=1_000_000,
         description="Most rows in one prediction request (more: HTTP 413).",
+    )
+    serve_token: SecretStr | None = Field(
+        None,
+        description="Bearer token (secret) that POST /predict and GET /version require "
+        "(`Authorization: Bearer TOKEN`; without or wrong: HTTP 401). GET /health stays open. "
+        "Unset: no auth, so keep serving on 127.0.0.1.",
+    )
+    serve_max_concurrency: int = Field(
+        64, ge=1, le=100_000,
+        description="Most prediction requests handled at once; one more gets HTTP 503 with "
+        "Retry-After (the client retries) instead of queueing without bound.",
     )

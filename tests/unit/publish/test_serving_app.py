@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
+from stages.common.errors import ServiceUnavailable
 from stages.common.model_export import ModelSpec
 from stages.common.reference_model import predict
+from stages.publish.core.plan import T_PUBLISHED_MS
 from stages.publish.core.requests import text_to_inputs
 from stages.publish.loaded import LoadedModel
 from stages.publish.serving import ModelFollower, create_app
@@ -112,3 +115,145 @@ async def test_a_request_in_flight_keeps_its_model_across_a_swap() -> None:
         reply = await task
         after = await client.post("/predict", content="\n".join(ROWS))
     assert reply.json()["version"] == "7" and after.json()["version"] == "8"
+
+
+def _secured(**settings: Any) -> tuple[httpx.AsyncClient, LoadedModel, ModelFollower]:
+    model = LoadedModel(full_export(ModelSpec("dcn", 3, (6,), 1), np.random.default_rng(1)),
+                        "7", "full", 0)
+    registry = types.SimpleNamespace(name="m")
+    follower = ModelFollower(registry, "production", Path("."), 1.0)  # type: ignore[arg-type]
+    follower.current = model
+    app = create_app(follower, PublishSettings(**settings), follow=False)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return client, model, follower
+
+
+@pytest.mark.anyio
+async def test_a_token_guards_predict_and_version_but_not_health() -> None:
+    client, _, _ = _secured(serve_token="s3cret-token")
+    good = {"authorization": "Bearer s3cret-token"}
+    async with client:
+        bare = await client.post("/predict", content="\n".join(ROWS))
+        wrong = await client.post("/predict", content="\n".join(ROWS),
+                                  headers={"authorization": "Bearer nope"})
+        basic = await client.get("/version", headers={"authorization": "Basic s3cret-token"})
+        version_bare = await client.get("/version")
+        health = await client.get("/health")
+        ok = await client.post("/predict", content="\n".join(ROWS), headers=good)
+        version_ok = await client.get("/version", headers=good)
+    for resp in (bare, wrong, basic, version_bare):
+        assert resp.status_code == 401, resp.text
+        assert "bearer token" in resp.json()["error"]
+        assert resp.headers["www-authenticate"] == "Bearer"
+        assert "s3cret" not in resp.text
+    assert health.status_code == 200 and health.json()["version"] == "7"
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == len(ROWS)
+    assert version_ok.status_code == 200 and version_ok.json()["version"] == "7"
+
+
+@pytest.mark.anyio
+async def test_no_token_set_means_no_auth() -> None:
+    client, _, _ = _secured()
+    async with client:
+        resp = await client.post("/predict", content="\n".join(ROWS),
+                                 headers={"authorization": "Bearer anything"})
+    assert resp.status_code == 200
+
+
+class _Gate(LoadedModel):
+    """Predicts only once `release` is set; counts the predictions that started."""
+
+    started = threading.Semaphore(0)
+    release = threading.Event()
+
+    def predict(self, inputs: Any) -> Any:
+        self.started.release()
+        if not self.release.wait(10):
+            raise TimeoutError("never released")
+        return super().predict(inputs)
+
+
+@pytest.mark.anyio
+async def test_over_the_concurrency_limit_is_503_then_served_again() -> None:
+    client, model, holder = _secured(serve_max_concurrency=2)
+    holder.current = _Gate(model.export, "7", "full", 0)
+    gate = holder.current
+    async with client:
+        first = [asyncio.create_task(client.post("/predict", content="\n".join(ROWS)))
+                 for _ in range(2)]
+        for _ in range(2):
+            while not gate.started.acquire(blocking=False):
+                await asyncio.sleep(0.01)
+        over = await client.post("/predict", content="\n".join(ROWS))
+        health = await client.get("/health")  # never limited
+        gate.release.set()
+        done = await asyncio.gather(*first)
+        after = await client.post("/predict", content="\n".join(ROWS))
+    assert over.status_code == 503 and "2 requests in flight" in over.json()["error"]
+    assert over.headers["retry-after"] == "1"
+    assert health.status_code == 200
+    assert [r.status_code for r in done] == [200, 200] and after.status_code == 200
+
+
+def test_the_settings_read_the_token_and_limit_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRESHREC_PUBLISH_SERVE_TOKEN", "from-env")
+    monkeypatch.setenv("FRESHREC_PUBLISH_SERVE_MAX_CONCURRENCY", "3")
+    settings = PublishSettings()
+    assert settings.serve_token is not None
+    assert settings.serve_token.get_secret_value() == "from-env"
+    assert settings.serve_max_concurrency == 3
+    assert "from-env" not in repr(settings) and "from-env" not in settings.model_dump_json()
+
+
+@pytest.mark.anyio
+async def test_health_and_version_report_staleness_and_the_last_error() -> None:
+    client, _, follower = _secured()
+    published = int(time.time() * 1000) - 90_000
+    follower._published = ("7", published)
+    follower.last_error = "MLflow at http://127.0.0.1:5000 failed to read a model version"
+    async with client:
+        health = (await client.get("/health")).json()
+        version = (await client.get("/version")).json()
+    for body in (health, version):
+        assert 90 <= body["staleness_s"] < 120
+        assert body["last_error"].startswith("MLflow at")
+    follower._published = ("6", published)  # tags of another version: unknown, not wrong
+    assert follower.staleness_s(follower.current) is None  # type: ignore[arg-type]
+
+
+def test_the_follower_keeps_passwords_out_of_its_last_error() -> None:
+    class _Down:
+        name = "m"
+
+        def alias_version(self, alias: str) -> int:
+            raise ServiceUnavailable(
+                "MLflow at http://bob:hunter2@127.0.0.1:1 failed to read an alias")
+
+    follower = ModelFollower(_Down(), "production", Path("."), 1.0)  # type: ignore[arg-type]
+    assert follower.poll_once() is False
+    assert follower.last_error is not None
+    assert "hunter2" not in follower.last_error and "bob:***@" in follower.last_error
+
+
+def test_the_follower_reads_when_its_version_was_registered(tmp_path: Path) -> None:
+    export = full_export(ModelSpec("dcn", 3, (6,), 1), np.random.default_rng(1))
+    tags = {T_PUBLISHED_MS: str(int(time.time() * 1000) - 5_000)}
+
+    class _Registry:
+        name = "m"
+        client = types.SimpleNamespace(
+            get_model_version=lambda name, version: types.SimpleNamespace(tags=tags))
+
+        def alias_version(self, alias: str) -> int:
+            return 3
+
+        def materialize(self, version: int, work: Path, have: Any) -> Any:
+            return export
+
+    follower = ModelFollower(_Registry(), "production", tmp_path, 1.0)  # type: ignore[arg-type]
+    assert follower.poll_once() is True
+    assert follower.current is not None and follower.current.version == "3"
+    staleness = follower.staleness_s(follower.current)
+    assert staleness is not None and 5 <= staleness < 30
