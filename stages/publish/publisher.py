@@ -7,11 +7,18 @@ since the previous version, as `plan.next_kind` alone decides (the first version
 moves to it (MLflow reserves that alias: it resolves to the newest version); `production` moves
 when the quality gate passes. On start the publisher rebuilds what it holds from the registry
 (the last version's chain), so a restart continues the chain.
+
+A publisher stopped between creating a version and deciding its gate (SIGKILL, MLflow away)
+never registers that publish_seq again: a restart, or the next cycle, finds the version by its
+`freshrec.publish_seq` tag, adopts it (decides its gate, moves `production`) and continues from
+it. `FRESHREC_PUBLISH_TEST_PAUSE_AFTER_REGISTER_S` (tests only) makes the publisher sleep right
+after creating a version, so a test can kill it there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -30,6 +37,7 @@ from stages.publish.registry import Registry, manifest_sha256
 from stages.publish.settings import PublishSettings
 
 log = logging.getLogger(__name__)
+TEST_PAUSE_ENV = "FRESHREC_PUBLISH_TEST_PAUSE_AFTER_REGISTER_S"  # tests only, see above
 
 
 @dataclass
@@ -59,12 +67,20 @@ class Publisher:
         self._cursor: dict[str, int] = {}
         self._first_seq = 0
 
-    def restore(self) -> None:
-        """Rebuild the materialized model of the last registered version (if any)."""
+    def restore(self, summary: PublishSummary | None = None) -> None:
+        """Rebuild the materialized model of the last registered version (if any), deciding
+        its gate first when a stopped publisher left it undecided."""
         self.registry.ensure_model()
         self.last = self.registry.latest_version()
+        self._cursor.clear()
         if self.last is None:
+            self.state = FoldState()
             return
+        tags = self.registry.version_tags(self.last.version)
+        if plan.T_GATE not in tags:
+            log.warning("v%d (publish_seq %d) has no gate decision (its publisher stopped "
+                        "after creating it): adopting it", self.last.version, self.last.publish_seq)
+            self._gate(self.last, tags, summary or PublishSummary())
         model = self.registry.materialize(self.last.version, self.work)
         current = renumber(model, self.last.export_seq, None)
         self.state = registered(
@@ -125,6 +141,16 @@ class Publisher:
             export = renumber(sorted_full(state.current), seq, None)
             base, pos = None, 0
         export = replace(export, meta=meta.to_dict())
+        existing = self.registry.find_version(seq)
+        if existing is not None:  # created by a cycle that failed before its gate: adopt it
+            version, tags = existing
+            log.warning("publish_seq %d is v%d already (created before a failure): adopting "
+                        "it; exports folded since are folded again", seq, version)
+            self._gate(plan.parse_version(version, tags), tags, summary)
+            self.restore(summary)
+            summary.versions.append(version)
+            summary.last_version = version
+            return version
         with tempfile.TemporaryDirectory(dir=self.work) as tmp:
             directory = write_export(export, Path(tmp) / "export")
             tags = plan.version_tags(
@@ -135,30 +161,53 @@ class Publisher:
                 published_at_ms=int(time.time() * 1000),
             )
             version = self.registry.register(directory, tags)
+        _test_pause(version)
         # `latest` needs no move: MLflow reserves that alias name, and Registry.alias_version
         # resolves it to the newest version.
         info = plan.parse_version(version, tags)
-        prod = self.registry.alias_version("production")
-        decision = plan.quality_gate(
-            info.progressive_auc, self.registry.version_info(prod) if prod else None,
-            self.settings.gate_tolerance,
-        )
-        self.registry.tag_version(
-            version, plan.T_GATE, ("passed: " if decision.passed else "refused: ") + decision.reason
-        )
-        if decision.passed:
-            self.registry.promote(version)
-            summary.promoted.append(version)
-        else:
-            summary.gate_refusals += 1
+        passed, reason = self._gate(info, tags, summary)
         log.info("registered v%d (%s, seq %d, trainer %s/%d); production %s: %s", version, kind,
-                 seq, state.run_id, state.trainer_seq,
-                 "moved" if decision.passed else "stays", decision.reason)
+                 seq, state.run_id, state.trainer_seq, "moved" if passed else "stays", reason)
         self.state = registered(state)
         self.last = info
         summary.versions.append(version)
         summary.last_version = version
         return version
+
+
+    def _gate(
+        self, info: VersionInfo, tags: dict[str, str], summary: PublishSummary
+    ) -> tuple[bool, str]:
+        """Decide the quality gate of `info` and move `production` when it passes, then tag the
+        decision (`freshrec.gate`), so that a version without the tag is one whose gate a stopped
+        publisher may not have finished (promoting again is harmless). A decision already
+        tagged is kept as it is (production may have been rolled back since)."""
+        gate = tags.get(plan.T_GATE)
+        if gate is not None:
+            return gate.startswith("passed"), gate
+        prod = self.registry.alias_version("production")
+        decision = plan.quality_gate(
+            info.progressive_auc, self.registry.version_info(prod) if prod else None,
+            self.settings.gate_tolerance,
+        )
+        if decision.passed:
+            self.registry.promote(info.version)
+            summary.promoted.append(info.version)
+        else:
+            summary.gate_refusals += 1
+        self.registry.tag_version(
+            info.version, plan.T_GATE,
+            ("passed: " if decision.passed else "refused: ") + decision.reason,
+        )
+        return decision.passed, decision.reason
+
+
+def _test_pause(version: int) -> None:
+    """Tests only: sleep after creating a version, so a test can SIGKILL the publisher here."""
+    pause = float(os.environ.get(TEST_PAUSE_ENV, "0") or 0)
+    if pause > 0:
+        log.warning("created v%d; pausing %.1f s (%s, tests only)", version, pause, TEST_PAUSE_ENV)
+        time.sleep(pause)
 
 
 def run_publisher(
@@ -187,7 +236,7 @@ def run_publisher(
         while True:
             try:
                 if not restored:
-                    publisher.restore()
+                    publisher.restore(summary)
                     restored = True
                 publisher.cycle(summary)
             except FreshrecError as exc:

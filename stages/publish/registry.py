@@ -5,6 +5,10 @@ publisher run (tag `freshrec.role=publisher`), registered with `source=runs:/<ru
 is an MLflow pyfunc model (`version_model.py`): a full version's export is its artifact
 `artifacts/export/`; a delta version holds `export/` and a chain file naming the versions it
 applies onto, so plain MLflow loads any version. No pickle.
+
+Registering is idempotent per publish_seq: a version tagged `freshrec.publish_seq = S` is never
+created twice (a publisher killed after creating it adopts it). MLflow requests get short socket
+timeouts and few retries of their own (the publisher's loop retries whole cycles).
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ from stages.publish.version_model import save_version_model
 __all__ = ["PUBLISH_DIR", "Registry", "manifest_sha256"]
 log = logging.getLogger(__name__)
 PUBLISH_DIR = "publish"
+# MLflow reads these per request (unless set): one cycle must not hang for minutes in an outage.
+HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The MlflowException error code of `exc` (None for a connection error and the like)."""
+    code = getattr(exc, "error_code", None)
+    return code if isinstance(code, str) else None
 
 
 class Registry:
@@ -39,6 +56,8 @@ class Registry:
         tracking = require("mlflow.tracking", "publish")
         if common.mlflow_token is not None:
             os.environ.setdefault("MLFLOW_TRACKING_TOKEN", common.mlflow_token.get_secret_value())
+        for key, value in HTTP_ENV.items():
+            os.environ.setdefault(key, value)
         self.common = common
         self.name = common.model_name
         self.client: Any = tracking.MlflowClient(  # type: ignore[attr-defined]
@@ -50,7 +69,7 @@ class Registry:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # MLflow raises MlflowException, requests' errors, OSError
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            if error_code(exc) == NOT_FOUND:
                 raise PublishError(f"MLflow could not {what}: not found: {str(exc)[:300]}") from exc
             raise ServiceUnavailable(
                 f"MLflow at {self.common.mlflow_tracking_uri} failed to {what}: "
@@ -101,7 +120,7 @@ class Registry:
         try:
             self.client.get_registered_model(self.name)
         except Exception as exc:
-            if "RESOURCE_DOES_NOT_EXIST" not in str(exc):
+            if error_code(exc) != NOT_FOUND:
                 raise ServiceUnavailable(f"MLflow: cannot read model {self.name}: {exc}") from exc
             self._call("create the registered model", self.client.create_registered_model,
                        self.name, tags={"freshrec.model": "ctr"})
@@ -134,7 +153,7 @@ class Registry:
         try:
             mv = self.client.get_model_version_by_alias(self.name, alias)
         except Exception as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "INVALID_PARAMETER_VALUE" in str(exc):
+            if error_code(exc) in (NOT_FOUND, "INVALID_PARAMETER_VALUE"):
                 return None
             raise ServiceUnavailable(f"MLflow: cannot read alias {alias}: {exc}") from exc
         return int(mv.version)
@@ -157,10 +176,32 @@ class Registry:
                        self._publisher_run)
             self._publisher_run = None
 
+    def find_version(self, publish_seq: int) -> tuple[int, dict[str, str]] | None:
+        """(version, tags) of the version tagged `freshrec.publish_seq = publish_seq` (the
+        lowest, should there be several), None when there is none."""
+        found = self._call(
+            "look for a version", self.client.search_model_versions,
+            f"name = '{self.name}' and tags.`{plan.T_PUBLISH_SEQ}` = '{publish_seq}'",
+            max_results=10,
+        )
+        versions = sorted((int(mv.version), dict(mv.tags)) for mv in found)
+        return versions[0] if versions else None
+
+    def version_tags(self, version: int) -> dict[str, str]:
+        mv = self._call("read a model version", self.client.get_model_version,
+                        self.name, str(version))
+        return dict(mv.tags)
+
     def register(self, export_dir: Path, tags: dict[str, str]) -> int:
         """Upload the export in `export_dir` as a pyfunc model (with its chain file, computed
-        from the tags and the registry) and create its model version."""
+        from the tags and the registry) and create its model version. Idempotent: when a
+        version with this publish_seq exists already, that version is returned (logged)."""
         seq = int(tags[plan.T_PUBLISH_SEQ])
+        existing = self.find_version(seq)
+        if existing is not None:
+            log.warning("publish_seq %d is registered already as v%d: not registering it again",
+                        seq, existing[0])
+            return existing[0]
         chain = self.chain_for(tags)
         run_id = self._run()
         rel = f"{PUBLISH_DIR}/{seq:08d}"

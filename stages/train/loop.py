@@ -88,14 +88,11 @@ def run_trainer(
             state.run_id or checkpoints.read_run_id(),
             settings.consumer_name,
             {**settings.model_dump(), "world_size": ranks.size},
+            settings,
         )
         if tracking.run_id != checkpoints.read_run_id():
             checkpoints.write_run_id(tracking.run_id)
-        state = replace(
-            state,
-            run_id=tracking.run_id,
-            export_seq=max(state.export_seq, tracking.last_export_seq()),
-        )
+        state = replace(state, run_id=tracking.run_id, export_seq=_export_seq(state, tracking))
     state = ranks.broadcast(state)
     source = _open_source(common, settings, state, replay)
     trainer = WindowTrainer(settings, engine, ranks, checkpoints, state, tracking, out)
@@ -111,7 +108,7 @@ def run_trainer(
     finally:
         source.close()
         if tracking is not None:
-            tracking.finish(failed=failed)
+            tracking.finish(failed=failed)  # never raises for MLflow (logged)
     return TrainSummary(
         windows=trainer.windows,
         samples=trainer.samples,
@@ -122,6 +119,18 @@ def run_trainer(
         last_report=trainer.last_report,
         store_resets=getattr(source, "resets", 0),
     )
+
+
+def _export_seq(state: TrainerState, tracking: TrainerTracking) -> int:
+    """Where the export sequence continues: after the last export uploaded (the run's tag) or
+    still spilled in the outbox, which `tracking.start()` queues first. A checkpoint naming a
+    later export means those exports were lost with the outbox: their numbers are used again
+    (the next export is full), since a gap would stop the publisher."""
+    last = tracking.start()
+    if state.export_seq > last:
+        log.warning("exports %d..%d of the checkpoint were never uploaded and are not in the "
+                    "outbox: the next export (full) is %d", last + 1, state.export_seq, last + 1)
+    return last
 
 
 def _open_source(

@@ -38,11 +38,14 @@ class TrainSettings(BaseSettings):
         0.05, gt=0, le=10, description="Learning rate (DCN cross weights use 0.1x this)."
     )
     l2: float = Field(0.0, ge=0, description="L2 penalty on the looked-up embedding rows.")
-    # Held-out AUC on the real Criteo sample (bench/RESULTS-train.md), lr 0.05: W&D 0.7389 at
-    # batch 16, 0.7387 at 256; DCN 0.7349 at 16, 0.7062 at 256 (0.7281 with lr 0.15). 16 trains
-    # ~10x slower than 256, which keeps up with the demo's stream.
+    # Held-out AUC of W&D, lr 0.05, one pass, seeds 0-2, two splits of the real Criteo sample
+    # (bench/RESULTS-train.md, "Quality at the defaults"), mean of the splits: batch 16 0.7393,
+    # 64 0.7400, 128 0.7412, 256 0.7422, 512 0.7425, 1,024 0.7394, 4,096 0.7060; 256 trains
+    # ~6x the samples/s of 16. Smaller was better only while a window's short last mini-batch
+    # took a full-size step (fixed: every row weighs the same, `engine.NOMINAL_BATCH_LOSS`).
     batch_size: int = Field(
-        256, ge=1, le=1 << 20, description="Mini-batch size in a window (smaller: better AUC)."
+        256, ge=1, le=1 << 20, description="Mini-batch size in a window (256: the best "
+        "held-out AUC measured, with batch 512; 16 learns no better and trains ~6x slower)."
     )
     window_samples: int = Field(
         8192, ge=1, description="A window closes once it holds this many samples (N)..."
@@ -71,6 +74,30 @@ class TrainSettings(BaseSettings):
     )
     read_count: int = Field(
         64, ge=1, le=10_000, description="Sample blocks fetched per Redis read."
+    )
+    tracking_max_exports: int = Field(
+        20, ge=1, le=10_000, description="Exports kept waiting for MLflow (spilled to "
+        "<state dir>/train/outbox); when this many wait, the trainer skips exporting (logged, "
+        "counted) until MLflow takes them.",
+    )
+    tracking_max_records: int = Field(
+        10_000, ge=1, le=10_000_000, description="Metric/tag records queued in memory while "
+        "MLflow is away; beyond it the oldest is dropped (counted).",
+    )
+    tracking_http_timeout_s: int = Field(
+        10, ge=1, le=600, description="Socket timeout of one MLflow request of the trainer "
+        "(MLFLOW_HTTP_REQUEST_TIMEOUT unless that is set).",
+    )
+    tracking_http_retries: int = Field(
+        1, ge=0, le=10, description="MLflow's own retries of one request of the trainer "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES unless set); the outbox retries beyond that.",
+    )
+    tracking_backoff_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait between the outbox's retries."
+    )
+    tracking_flush_s: float = Field(
+        60.0, ge=0, le=3600, description="Seconds a stopping trainer waits for queued "
+        "tracking to reach MLflow (exports left stay spilled for the next start).",
     )
     consumer_name: str = Field(
         "trainer",

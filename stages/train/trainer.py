@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stages.common.errors import TrainError
 from stages.common.export_meta import ExportMeta, ProgressiveMetrics, ReplayRange, StoreRange
-from stages.common.model_export import non_finite, write_export
+from stages.common.model_export import non_finite
 from stages.common.samples import SampleBatch
 from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
 from stages.train.core.engine_protocol import Engine
@@ -70,6 +68,7 @@ class WindowTrainer:
         self.out = out
         self.exports_this_run = 0
         self.refused_exports = 0  # exports with NaN/inf weights, never uploaded
+        self.skipped_exports = 0  # exports not made while MLflow held too many (outbox full)
         self.store_resets_noted = 0  # feature-store resets already counted in MLflow
         self.windows = 0
         self.samples = 0
@@ -138,7 +137,20 @@ class WindowTrainer:
             self.checkpoint()
 
     def export(self) -> None:
-        """Export (collective). Full when it is the first of this run or every F-th."""
+        """Export (collective). Full when it is the first of this run or every F-th. Skipped
+        (logged, counted) while `tracking_max_exports` exports wait for MLflow: the windows
+        stay in the next export, which is a delta from the last one queued."""
+        backlog_full = self.tracking is not None and self.tracking.exports_full()
+        if self.ranks.broadcast(backlog_full):
+            self.skipped_exports += 1
+            if self.ranks.rank == 0:
+                log.warning("export at window %d skipped: %d exports already wait for MLflow "
+                            "(%d skipped so far)", self.state.window,
+                            self.settings.tracking_max_exports, self.skipped_exports)
+                if self.tracking is not None:
+                    self.tracking.log_metrics(
+                        {"exports_skipped": float(self.skipped_exports)}, self.state.window)
+            return
         seq = self.state.export_seq + 1
         full = self.exports_this_run == 0 or (
             seq - self.state.last_full_seq >= self.settings.full_export_every
@@ -151,10 +163,8 @@ class WindowTrainer:
                 raise TrainError("the engine returned no export on rank 0")
             refused = non_finite(exported)
             if refused is None:
-                with tempfile.TemporaryDirectory(prefix="freshrec-export-") as tmp:
-                    directory = write_export(exported, Path(tmp) / "export")
-                    if self.tracking is not None:
-                        self.tracking.log_export(directory, seq)
+                if self.tracking is not None:
+                    self.tracking.log_export(exported)  # queued, spilled to the state dir
                 log.info("export %d (%s) at window %d", seq, exported.kind, self.state.window)
         refused = self.ranks.broadcast(refused)
         self.since_export = 0
