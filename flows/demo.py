@@ -205,7 +205,7 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
         )
         run_ids["ingest"] = asyncio.run(
             _trigger("ingest", {"source": options.source, "rate": options.rate, "limit": None,
-                                "duration_s": d})
+                                "duration_s": d, "from_start": True})
         )
         last_line = 0.0
         with Live(console=console, refresh_per_second=1, transient=not console.is_terminal) as live:

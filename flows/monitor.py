@@ -6,6 +6,7 @@ Each probe asks one service and never raises: a service that does not answer yet
 from __future__ import annotations
 
 import logging
+import urllib.error
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,10 +125,33 @@ def _first(metrics: dict[str, float], *names: str) -> float | None:
     return None
 
 
+def mlflow_answers(common: CommonSettings, timeout_s: float = 2.0) -> bool:
+    """True when the tracking server answers its health check within `timeout_s` (MLflow's
+    own client would retry a dead server for minutes). Local stores always answer."""
+    uri = common.mlflow_tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    try:
+        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+
+
 def look(common: CommonSettings) -> Progress:
-    """Probe every service once."""
-    metrics = trainer_metrics(common)
-    count, latest, production = registry_state(common)
+    """Probe every service once (MLflow only when it answers at once)."""
+    if mlflow_answers(common):
+        metrics = trainer_metrics(common)
+        count, latest, production = registry_state(common)
+    else:
+        metrics, (count, latest, production) = {}, (None, None, None)
     windows = _first(metrics, "window", "windows")
     table = _first(metrics, "table_size")
     return Progress(

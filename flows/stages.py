@@ -10,16 +10,32 @@ event when it has passed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from flows.observe import progress_artifact, stage_logs
 from stages.common.settings import CommonSettings, load_settings
+
+
+def _run_name(stage: str) -> Callable[[], str]:
+    """Readable flow-run names: `<stage>-<detail>-<UTC date and time>` (train: the model type)."""
+
+    def name() -> str:
+        detail = ""
+        if stage == "train":
+            from stages.train.settings import TrainSettings
+
+            detail = load_settings(TrainSettings).model_type.replace("_", "") + "-"
+        return f"{stage}-{detail}{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+    return name
 
 
 @contextmanager
@@ -65,20 +81,33 @@ def _window_table(common: CommonSettings, run_id: str) -> tuple[list[dict[str, A
     return [{"window": step, **rows[step]} for step in sorted(rows)][-200:], url
 
 
-@flow(name="freshrec-ingest", retries=0, log_prints=True, persist_result=True)
+@flow(name="freshrec-ingest", retries=0, log_prints=True, persist_result=True,
+      flow_run_name=_run_name("ingest"))
 def ingest_flow(
     source: str = "synthetic",
     rate: float | None = None,
     limit: int | None = None,
     loop: bool = False,
     duration_s: float | None = None,
+    from_start: bool = False,
 ) -> dict[str, Any]:
-    """Stream events from a Criteo file, `-` or `synthetic` into Kafka (see `freshrec ingest`)."""
+    """Stream events from a Criteo file, `-` or `synthetic` into Kafka (see `freshrec ingest`).
+
+    Args:
+        source: A Criteo-format file on the worker host (plain or .gz), `-` for stdin, or
+            `synthetic` for the drifting synthetic click stream.
+        rate: Events per second to send at most; empty: as fast as the broker takes them.
+        limit: Stop after this many events; empty: the whole file (or, for synthetic, forever).
+        loop: Start the file again at its end (a file source only).
+        duration_s: Stop after this many seconds; empty: no time limit.
+        from_start: Send a file from its first line even though an earlier run acknowledged
+            part of it (by default a file resumes after its last acknowledged line).
+    """
     from stages.ingest.run import run_ingest
     from stages.ingest.settings import IngestSettings
 
     common = load_settings(CommonSettings)
-    with _stop_after(duration_s) as stop:
+    with stage_logs(), _stop_after(duration_s) as stop:
         summary = run_ingest(
             common,
             load_settings(IngestSettings),
@@ -88,6 +117,7 @@ def ingest_flow(
             loop=loop,
             progress=False,
             stop=stop,
+            from_start=from_start,
         )
     result = _as_dict(summary)
     get_run_logger().info("ingest finished: %s", result)
@@ -95,17 +125,25 @@ def ingest_flow(
     return result
 
 
-@flow(name="freshrec-features", retries=3, retry_delay_seconds=10, log_prints=True)
+@flow(name="freshrec-features", retries=3, retry_delay_seconds=10, log_prints=True,
+      flow_run_name=_run_name("features"))
 def features_flow(
     duration_s: float | None = None, max_idle_s: float | None = None
 ) -> dict[str, Any]:
-    """Run the Faust features worker: events topic -> Redis feature store, exactly once."""
+    """Run the Faust features worker: events topic -> Redis feature store, exactly once.
+
+    Args:
+        duration_s: Stop after this many seconds; empty: run until cancelled.
+        max_idle_s: Stop once no event came for this many seconds; empty: never idle out.
+    """
     from stages.features.runner import run_features
     from stages.features.settings import FeaturesSettings
 
-    with _stop_after(duration_s) as stop:
+    common = load_settings(CommonSettings)
+    with stage_logs(), progress_artifact(common, "features-progress"), \
+            _stop_after(duration_s) as stop:
         summary = run_features(
-            load_settings(CommonSettings),
+            common,
             load_settings(FeaturesSettings),
             stop=stop,
             max_idle_s=max_idle_s,
@@ -116,26 +154,46 @@ def features_flow(
     return result
 
 
-@flow(name="freshrec-train", retries=3, retry_delay_seconds=10, log_prints=True)
+@flow(name="freshrec-train", retries=3, retry_delay_seconds=10, log_prints=True,
+      flow_run_name=_run_name("train"))
 def train_flow(
     replay: str | None = None,
     max_windows: int | None = None,
     duration_s: float | None = None,
+    ranks: int = 1,
 ) -> dict[str, Any]:
-    """Run the resident trainer (or one replay pass over a file); metrics per window as a table."""
-    from stages.train.loop import run_trainer
+    """Run the resident trainer (or one replay pass over a file); metrics per window as a table.
+
+    Args:
+        replay: A Criteo-format file on the worker host: train one pass over it, then stop.
+            Empty: train on the feature store until stopped.
+        max_windows: Stop after this many windows; empty: no limit.
+        duration_s: Stop after this many seconds; empty: run until cancelled.
+        ranks: Horovod processes on the worker host (`horovodrun -np RANKS --gloo`); 1 runs
+            in the flow's own process. Checkpoints resume only with the same number of ranks.
+    """
     from stages.train.settings import TrainSettings
 
     common = load_settings(CommonSettings)
-    with _stop_after(duration_s) as stop:
-        summary = run_trainer(
-            common,
-            load_settings(TrainSettings),
-            replay=Path(replay) if replay else None,
-            max_windows=max_windows,
-            stop=stop,
-        )
-    result = _as_dict(summary)
+    with stage_logs(), progress_artifact(common, "train-progress"), \
+            _stop_after(duration_s) as stop:
+        if ranks > 1:
+            from flows.horovod import run_ranks
+
+            result = run_ranks(ranks, replay, max_windows, stop)
+        else:
+            from stages.train.tf_quiet import import_tensorflow
+
+            import_tensorflow()
+            from stages.train.loop import run_trainer
+
+            result = _as_dict(run_trainer(
+                common,
+                load_settings(TrainSettings),
+                replay=Path(replay) if replay else None,
+                max_windows=max_windows,
+                stop=stop,
+            ))
     result.pop("last_report", None)
     run_id = result.get("run_id")
     if run_id:
@@ -151,15 +209,22 @@ def train_flow(
     return result
 
 
-@flow(name="freshrec-publish", retries=3, retry_delay_seconds=10, log_prints=True)
+@flow(name="freshrec-publish", retries=3, retry_delay_seconds=10, log_prints=True,
+      flow_run_name=_run_name("publish"))
 def publish_flow(
     once: bool = True, interval_s: float | None = None, duration_s: float | None = None
 ) -> dict[str, Any]:
-    """Register the trainer's new exports as model versions; move `latest`/`production`."""
+    """Register the trainer's new exports as model versions; move `latest`/`production`.
+
+    Args:
+        once: One publish cycle, then return (the scheduled deployment); false: keep polling.
+        interval_s: Seconds between cycles when not `once`; empty: FRESHREC_PUBLISH_INTERVAL_S.
+        duration_s: Stop after this many seconds when not `once`; empty: until cancelled.
+    """
     from stages.publish.run import PublishSettings, run_publisher
 
     common = load_settings(CommonSettings)
-    with _stop_after(duration_s) as stop:
+    with stage_logs(), _stop_after(duration_s) as stop:
         summary = run_publisher(
             common, load_settings(PublishSettings), once=once, interval_s=interval_s, stop=stop
         )

@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
 
         common = load_settings(CommonSettings)
         probe_tracking_server(common)  # before TensorFlow loads: a missing server fails in seconds
+        from stages.train.tf_quiet import import_tensorflow
+
+        import_tensorflow()
         from stages.train.loop import run_trainer
 
         stop = threading.Event()

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+from uuid import UUID
+
 import pytest
-from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.stages import features_flow, ingest_flow
@@ -35,15 +35,29 @@ def _env(monkeypatch: pytest.MonkeyPatch, common: CommonSettings) -> None:
 
 
 def _artifact_keys(keys: list[str]) -> set[str]:
-    # Straight to the REST API: Prefect 3.8.8's client sends null for the filters it was not
-    # given, and its own server answers 422.
-    response = httpx.post(
-        f"{PREFECT_API_URL.value()}/artifacts/filter",
-        json={"artifacts": {"key": {"any_": keys}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"},
-        timeout=30,
-    )
-    response.raise_for_status()
-    return {a["key"] for a in response.json()}
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)), limit=50
+        )
+    return {a.key for a in found if a.key}
+
+
+def _log_names(flow_run_id: UUID) -> dict[str, list[str]]:
+    """logger name -> messages of a flow run, read back through Prefect's API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+        )
+    names: dict[str, list[str]] = {}
+    for record in logs:
+        names.setdefault(record.name, []).append(record.message)
+    return names
 
 
 def test_ingest_then_features_flows(
@@ -56,7 +70,12 @@ def test_ingest_then_features_flows(
     _env(monkeypatch, common)
     ingested = ingest_flow(source=str(criteo_tiny))
     assert ingested["read"] == 1000 and ingested["sent"] == 1000 and ingested["dead_lettered"] == 0
-    stored = features_flow(max_idle_s=8.0, duration_s=120.0)
+    state = features_flow(max_idle_s=8.0, duration_s=120.0, return_state=True)
+    stored = state.result()
     assert stored["samples_out"] == 1000 and stored["dead_letters"] == 0
-    wanted = ["ingest-summary", "features-summary"]
+    wanted = ["ingest-summary", "features-summary", "features-progress"]
     assert _artifact_keys(wanted) == set(wanted)
+    # the stage modules' own log lines are in the flow run's logs, not only the flow's
+    names = _log_names(state.state_details.flow_run_id)
+    stage_lines = {n: m for n, m in names.items() if n.startswith(("stages.", "freshrec."))}
+    assert stage_lines, f"no stage logger in the flow run's logs: {sorted(names)}"
