@@ -7,7 +7,10 @@ the old prefix).
 
     samples               stream   sample blocks (see samples.py), trimmed to the retention bound
     samples:seq           string   the last block sequence number handed out
-    offsets:<topic>       hash     partition -> next Kafka offset to store (the watermark)
+    offsets:<topic>       hash     partition -> next Kafka offset to store (the watermark);
+                                   `topic_id`: the topic incarnation the watermarks belong to,
+                                   `retired:<id>`: incarnations replaced since (a recreated
+                                   topic resets the watermarks, see stages/features/store.py)
     gaps                  list     JSON lines: offset gaps and trimmed data that was noticed
     counters              hash     events_in, samples_out, dead_letters, duplicates_skipped, ...
     stats                 hash     field -> JSON running statistics (dense min/max/mean, counts)
