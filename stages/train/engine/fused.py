@@ -81,7 +81,7 @@ class CompiledSteps:
                 tf.TensorSpec([None], tf.int64),  # new_slots
                 tf.TensorSpec([None, spec.row_width], tf.float32),  # new_rows
                 tf.TensorSpec([None], tf.float32),  # y
-                tf.TensorSpec([], tf.float32),  # rows in this step over all ranks
+                tf.TensorSpec([], tf.float32),  # loss divisor: the global mini-batch size
                 tf.TensorSpec([], tf.float32),  # global step t >= 1
             ],
         )

@@ -7,9 +7,11 @@ of the mini-batch, fetched from their owner shards); `update` returns the gradie
 rows so the caller can send it back to the owners. `update` and `probabilities` are meant to be
 called inside a `tf.function` (`fused.CompiledSteps` compiles the whole step around them).
 
-The loss of a step is sum(logloss over this rank's rows) / (rows over all ranks in this step),
-so summing gradients over ranks gives the mean gradient of the global mini-batch, and a rank
-with 0 rows contributes zeros instead of skewing an average.
+The loss of a step is sum(logloss over this rank's rows) / n_global, where the engine passes
+the global mini-batch size (batch_size * ranks, also for a short last mini-batch: every row
+weighs the same, see `engine.NOMINAL_BATCH_LOSS`), so summing gradients over ranks gives the
+gradient of the global mini-batch, and a rank with 0 rows contributes zeros instead of skewing
+an average.
 """
 
 from __future__ import annotations

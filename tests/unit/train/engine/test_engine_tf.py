@@ -169,3 +169,21 @@ def test_error_paths(tmp_path: Path) -> None:
     other = engine("dcn")
     with pytest.raises(TrainError, match="another model spec"):
         other.restore(tmp_path / "ck")
+
+
+def test_a_short_last_mini_batch_weighs_each_row_the_same() -> None:
+    """The loss divides by the nominal mini-batch, not by the rows in the step: with SGD, one
+    row alone in a step of batch 4 (a window's short last mini-batch) moves the head bias by 1/4
+    of what batch 1 moves it, not as if it were a whole mini-batch (the cause of held-out AUC
+    falling after more rows, bench/RESULTS-train.md)."""
+    rows = make_batch(np.random.default_rng(3), 1)
+
+    def bias_step(batch_size: int) -> float:
+        eng = engine("wide_deep", optimizer="sgd", batch_size=batch_size)
+        before = float(eng.net.dense["head/bias"].numpy()[0])
+        eng.train(rows)
+        return float(eng.net.dense["head/bias"].numpy()[0]) - before
+
+    one, four = bias_step(1), bias_step(4)
+    assert one != 0.0
+    np.testing.assert_allclose(four, one / 4, rtol=1e-4)  # float32
