@@ -4,29 +4,40 @@ Layout under the checkpoint directory (`FRESHREC_CHECKPOINT_DIR`):
 
     ckpt-<window:010d>/state.json    TrainerState (below) as a `stages.common.trainer_state.
                                      CheckpointState` record, written last
+    ckpt-<window:010d>/checksums.json  size and sha256 of every other file, checked at restore
     ckpt-<window:010d>/engine/       whatever `Engine.save` wrote (every rank its shard)
     .tmp-<window:010d>/              a checkpoint being written; removed at start if left over
     trainer_run.json                 the trainer's MLflow run id, written when the run is made
+    .lock                            held (flock) by the one trainer using the directory
 
 A checkpoint is written into `.tmp-*`, every file and directory fsynced, then renamed: a
-directory named `ckpt-*` is always complete. The newest `keep` checkpoints are kept.
+directory named `ckpt-*` is always complete. The newest `keep` checkpoints are kept. A restore
+takes the newest one whose files match their checksums and falls back past damaged ones.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from stages.common.errors import ContractError, TrainError
 from stages.common.trainer_state import CheckpointState, StorePointer
 from stages.train.core.positions import StorePosition
 
+log = logging.getLogger(__name__)
+
 STATE_FILE = "state.json"
 ENGINE_DIR = "engine"
 RUN_FILE = "trainer_run.json"
+CHECKSUM_FILE = "checksums.json"
+LOCK_FILE = ".lock"
 _PREFIX = "ckpt-"
 _TMP = ".tmp-"
 
@@ -103,6 +114,42 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _checksums(root: Path) -> dict[str, dict[str, object]]:
+    """relative path -> {size, sha256} of every file under `root` (but the checksum and state
+    files themselves)."""
+    out: dict[str, dict[str, object]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in (CHECKSUM_FILE, STATE_FILE):
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        out[rel] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return out
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """What is wrong with checkpoint `path` (a file missing, of another size or content than
+    its checksum file says), or None. A checkpoint written before checksums existed passes."""
+    listed_path = path / CHECKSUM_FILE
+    if not listed_path.is_file():
+        return None
+    try:
+        listed = json.loads(listed_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable {CHECKSUM_FILE}: {exc}"
+    found = _checksums(path)
+    for rel, expected in listed.items():
+        got = found.get(rel)
+        if got is None:
+            return f"{rel} is missing"
+        if got != expected:
+            return f"{rel} does not match its checksum (size {got['size']}, expected {expected['size']})"
+    return None
+
+
 class Checkpoints:
     """The checkpoint directory of one trainer."""
 
@@ -111,6 +158,7 @@ class Checkpoints:
             raise ValueError("keep at least one checkpoint")
         self.root = root
         self.keep = keep
+        self._lock: IO[str] | None = None
 
     def _complete(self) -> list[Path]:
         if not self.root.is_dir():
@@ -122,17 +170,56 @@ class Checkpoints:
         return sorted(found, key=lambda p: p.name)
 
     def latest(self) -> tuple[Path, TrainerState] | None:
-        """The newest complete checkpoint's directory and state, or None."""
+        """The newest complete checkpoint whose files match their checksums, and its state;
+        None when there is none. A damaged one (a truncated or altered file, an unreadable
+        state) is skipped with a WARNING naming the problem, falling back to the one before;
+        TrainError when every checkpoint is damaged."""
         complete = self._complete()
-        if not complete:
-            return None
-        path = complete[-1]
-        try:
-            return path, TrainerState.from_json((path / STATE_FILE).read_text())
-        except (OSError, ContractError) as exc:
+        problems = []
+        for path in reversed(complete):
+            problem = verify_checkpoint(path)
+            if problem is None:
+                try:
+                    return path, TrainerState.from_json((path / STATE_FILE).read_text())
+                except (OSError, ContractError) as exc:
+                    problem = f"unreadable state: {exc}"
+            problems.append(f"{path.name}: {problem}")
+            log.warning("checkpoint %s is damaged (%s): falling back to the one before", path,
+                        problem)
+        if problems:
             raise TrainError(
-                f"checkpoint {path} is unreadable ({exc}): move it away to start from the one before"
+                f"every checkpoint in {self.root} is damaged ({'; '.join(problems)}): move them "
+                "away to start afresh"
+            )
+        return None
+
+    def lock(self) -> None:
+        """Claim the directory for this trainer (rank 0; held until `unlock` or exit).
+        TrainError when another trainer holds it: two trainers would overwrite each other."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise TrainError(
+                f"another trainer (pid {holder}) uses the checkpoint directory {self.root}: "
+                "stop it, or give this one its own FRESHREC_CHECKPOINT_DIR"
             ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        """Release the claim of `lock` (idempotent)."""
+        handle = getattr(self, "_lock", None)
+        if handle is not None:
+            handle.close()
+            self._lock = None
 
     def clean_stale(self) -> None:
         """Remove checkpoints left half-written by a killed trainer (rank 0, at start)."""
@@ -156,6 +243,7 @@ class Checkpoints:
 
     def commit(self, tmp: Path, state: TrainerState) -> Path:
         """Write the state, fsync everything, rename into place, drop old checkpoints."""
+        (tmp / CHECKSUM_FILE).write_text(json.dumps(_checksums(tmp), indent=1, sort_keys=True))
         (tmp / STATE_FILE).write_text(state.to_json())
         _fsync_tree(tmp)
         final = self.root / f"{_PREFIX}{state.window:010d}"

@@ -80,45 +80,50 @@ def run_trainer(
     engine = (engine_factory or default_engine)(settings.engine_config())
     ranks = ranks_of(engine.rank, engine.size)
     checkpoints = Checkpoints(common.checkpoints, settings.checkpoints_kept)
-    state = _restore(engine, ranks, checkpoints)
-    tracking = None
     if ranks.rank == 0:
-        tracking = TrainerTracking.open(
-            common,
-            state.run_id or checkpoints.read_run_id(),
-            settings.consumer_name,
-            {**settings.model_dump(), "world_size": ranks.size},
-            settings,
-        )
-        if tracking.run_id != checkpoints.read_run_id():
-            checkpoints.write_run_id(tracking.run_id)
-        state = replace(state, run_id=tracking.run_id, export_seq=_export_seq(state, tracking))
-    state = ranks.broadcast(state)
-    source = _open_source(common, settings, state, replay)
-    trainer = WindowTrainer(settings, engine, ranks, checkpoints, state, tracking, out)
-    _note_store_resets(trainer, source)
-    failed = True
+        checkpoints.lock()  # one trainer per checkpoint directory
     try:
-        _window_loop(trainer, source, settings, replay is not None, max_windows, stop)
-        if trainer.since_export:
-            trainer.export()
-        if trainer.since_checkpoint:
-            trainer.checkpoint()
-        failed = False
+        state = _restore(engine, ranks, checkpoints)
+        tracking = None
+        if ranks.rank == 0:
+            tracking = TrainerTracking.open(
+                common,
+                state.run_id or checkpoints.read_run_id(),
+                settings.consumer_name,
+                {**settings.model_dump(), "world_size": ranks.size},
+                settings,
+            )
+            if tracking.run_id != checkpoints.read_run_id():
+                checkpoints.write_run_id(tracking.run_id)
+            state = replace(state, run_id=tracking.run_id, export_seq=_export_seq(state, tracking))
+        state = ranks.broadcast(state)
+        source = _open_source(common, settings, state, replay)
+        trainer = WindowTrainer(settings, engine, ranks, checkpoints, state, tracking, out)
+        _note_store_resets(trainer, source)
+        failed = True
+        try:
+            _window_loop(trainer, source, settings, replay is not None, max_windows, stop)
+            if trainer.since_export:
+                trainer.export()
+            if trainer.since_checkpoint:
+                trainer.checkpoint()
+            failed = False
+        finally:
+            source.close()
+            if tracking is not None:
+                tracking.finish(failed=failed)  # never raises for MLflow (logged)
+        return TrainSummary(
+            windows=trainer.windows,
+            samples=trainer.samples,
+            last_window=trainer.state.window,
+            export_seq=trainer.state.export_seq,
+            missed_blocks=trainer.missed_total,
+            run_id=trainer.state.run_id,
+            last_report=trainer.last_report,
+            store_resets=getattr(source, "resets", 0),
+        )
     finally:
-        source.close()
-        if tracking is not None:
-            tracking.finish(failed=failed)  # never raises for MLflow (logged)
-    return TrainSummary(
-        windows=trainer.windows,
-        samples=trainer.samples,
-        last_window=trainer.state.window,
-        export_seq=trainer.state.export_seq,
-        missed_blocks=trainer.missed_total,
-        run_id=trainer.state.run_id,
-        last_report=trainer.last_report,
-        store_resets=getattr(source, "resets", 0),
-    )
+        checkpoints.unlock()
 
 
 def _export_seq(state: TrainerState, tracking: TrainerTracking) -> int:

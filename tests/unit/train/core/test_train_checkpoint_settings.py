@@ -54,8 +54,35 @@ def test_unreadable_state_says_what_to_do(tmp_path: Path) -> None:
     bad = tmp_path / "ckpt-0000000001"
     bad.mkdir()
     (bad / STATE_FILE).write_text('{"version": 99}')
-    with pytest.raises(TrainError, match="move it away"):
+    with pytest.raises(TrainError, match="every checkpoint .* is damaged .*move them away"):
         Checkpoints(tmp_path).latest()
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_one_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpts = Checkpoints(tmp_path, keep=3)
+    _commit(ckpts, 3)
+    newest = _commit(ckpts, 6)
+    weights = newest / ENGINE_DIR / "weights.bin"
+    weights.write_bytes(weights.read_bytes()[:2])  # a crash or a full disk cut it short
+    latest = ckpts.latest()
+    assert latest is not None and latest[1].window == 3
+    assert "ckpt-0000000006 is damaged (engine/weights.bin does not match its checksum" in (
+        caplog.text.replace(str(tmp_path) + "/", ""))
+    (tmp_path / "ckpt-0000000003" / ENGINE_DIR / "weights.bin").unlink()
+    with pytest.raises(TrainError, match="weights.bin is missing"):
+        ckpts.latest()
+
+
+def test_one_trainer_per_checkpoint_directory(tmp_path: Path) -> None:
+    first, second = Checkpoints(tmp_path), Checkpoints(tmp_path)
+    first.lock()
+    with pytest.raises(TrainError, match=r"another trainer \(pid \d+\) uses the checkpoint"):
+        second.lock()
+    first.unlock()
+    second.lock()
+    second.unlock()
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
