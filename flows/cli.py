@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "stages.train.cli",
     "stages.publish.cli",
     "flows.commands",
+    "flows.settings_cmd",
 )
 
 
@@ -49,6 +50,13 @@ def main() -> None:
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        from flows.settings_cmd import unknown_variables
+
+        for variable in unknown_variables():
+            logging.getLogger("freshrec").warning(
+                "%s is set but no setting reads it (a typo?); `freshrec settings` lists them all",
+                variable,
+            )
         create_app()()
     except FreshrecError as exc:
         print(f"freshrec: error: {exc}", file=sys.stderr)

@@ -84,12 +84,23 @@ def down(
         _progress("infra", "no embedded service was running")
 
 
-def status() -> None:
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per service, for scripts.")
+    ] = False,
+) -> None:
     """Show every service; exit status 1 when any of them is unhealthy."""
+    import json
+    from dataclasses import asdict
+
     from infra.services import status as services_status
 
     statuses = services_status(_settings())
-    _table(statuses)
+    if as_json:
+        for s in statuses:  # urls are redacted already
+            typer.echo(json.dumps(asdict(s)))
+    else:
+        _table(statuses)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
 
