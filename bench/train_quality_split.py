@@ -19,8 +19,9 @@ hypothesis (see bench/RESULTS-train.md):
 
     .venv/bin/python bench/train_quality_split.py --batch 16,256 --seeds 0,1,2 [--write]
     ... --lengths 7936,7951,8000 --splits tail            # the last short mini-batch
-    ... --lengths 8000 --splits tail --variant window=6193  # the issue's shape: a second
-                                                 # window of 1,807 rows, last mini-batch 15
+    ... --lengths 7999 --variant window=6193  # the issue's shape: a second window of 1,806
+        rows, last mini-batch 14 (windows of exactly W rows here; the replay itself rounds a
+        window up to whole 4,096-line chunks, which is the same for the default 8,192)
     ... --variant row_acc0=1e-3 | dense_acc0=1e-2 | admit_after=1 | prior=0.22 | window=100000
         | lr=0.1 | nominal=0 (mean over the rows of a step, the old normalisation)
 """
