@@ -28,7 +28,7 @@ from rich.table import Table
 
 from flows import demo_serving, monitor
 from flows.deployments import DEFAULT_POOL, PROJECT_ROOT, deploy_all, deployment_name
-from stages.common.settings import CommonSettings
+from stages.common.settings import CommonSettings, without_credentials
 
 # Small windows and frequent exports so that versions appear within a minute.
 DEMO_ENV = {
@@ -318,6 +318,6 @@ def _print_summary(console: Console, common: CommonSettings, s: DemoSummary) -> 
     say(f"stage runs: {s.run_states}")
     say("runs: " + verdict(s.runs_completed, "all COMPLETED", "NOT ALL COMPLETED"))
     say("demo: " + verdict(s.ok, "OK", "FAILED"))
-    say(f"Prefect UI: {common.prefect_api_url.removesuffix('/api')}")
-    say(f"MLflow UI:  {common.mlflow_tracking_uri}")
+    say(f"Prefect UI: {without_credentials(common.prefect_api_url).removesuffix('/api')}")
+    say(f"MLflow UI:  {without_credentials(common.mlflow_tracking_uri)}")
     say("the services keep running for the UIs; stop them with: freshrec infra down")

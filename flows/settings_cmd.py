@@ -19,13 +19,14 @@ OTHER_VARIABLES = frozenset({"FRESHREC_LOG_LEVEL", "FRESHREC_VENV", "FRESHREC_PY
 
 def settings_classes() -> dict[str, type[BaseSettings]]:
     """Section name -> settings class, the shared ones first."""
+    from infra.services.redis_server import EmbeddedRedisSettings
     from stages.features.settings import FeaturesSettings
     from stages.ingest.settings import IngestSettings
     from stages.publish.settings import PublishSettings
     from stages.train.settings import TrainSettings
 
-    return {"common": CommonSettings, "ingest": IngestSettings, "features": FeaturesSettings,
-            "train": TrainSettings, "publish": PublishSettings}
+    return {"common": CommonSettings, "redis": EmbeddedRedisSettings, "ingest": IngestSettings,
+            "features": FeaturesSettings, "train": TrainSettings, "publish": PublishSettings}
 
 
 def _variables(cls: type[BaseSettings]) -> dict[str, str]:

@@ -21,7 +21,7 @@ from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.observe import progress_artifact, stage_logs
-from stages.common.settings import CommonSettings, load_settings
+from stages.common.settings import CommonSettings, load_settings, without_credentials
 
 
 def _run_name(stage: str) -> Callable[[], str]:
@@ -77,7 +77,8 @@ def _window_table(common: CommonSettings, run_id: str) -> tuple[list[dict[str, A
         for metric in client.get_metric_history(run_id, name):
             rows.setdefault(metric.step, {})[name] = round(metric.value, 5)
     experiment_id = client.get_run(run_id).info.experiment_id
-    url = f"{common.mlflow_tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+    ui = without_credentials(common.mlflow_tracking_uri)
+    url = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
     return [{"window": step, **rows[step]} for step in sorted(rows)][-200:], url
 
 
@@ -231,12 +232,13 @@ def publish_flow(
     result = _as_dict(summary)
     versions = result.get("versions") or []
     if versions:
-        base = f"{common.mlflow_tracking_uri}/#/models/{common.model_name}/versions"
+        ui = without_credentials(common.mlflow_tracking_uri)
+        base = f"{ui}/#/models/{common.model_name}/versions"
         lines = [f"- [version {v}]({base}/{v})" for v in versions]
         create_markdown_artifact(
             key="publish-versions",
             markdown=f"## Registered versions of `{common.model_name}`\n" + "\n".join(lines)
-            + f"\n\n[Model registry]({common.mlflow_tracking_uri}/#/models/{common.model_name})",
+            + f"\n\n[Model registry]({ui}/#/models/{common.model_name})",
         )
     _summary_artifact("publish-summary", "Publisher", result)
     return result

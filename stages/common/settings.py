@@ -94,6 +94,18 @@ class CommonSettings(BaseSettings):
     topic_replication: int = Field(
         1, ge=1, le=16, description="Replication factor used when freshrec creates a topic."
     )
+    topic_retention_ms: int = Field(
+        86_400_000,
+        ge=-1,
+        description="retention.ms of the topics freshrec creates (default 24 h; -1: forever). "
+        "Applies when the topic is created; an existing topic keeps its own setting.",
+    )
+    topic_retention_bytes: int = Field(
+        1 << 30,
+        ge=-1,
+        description="retention.bytes of the topics freshrec creates: bytes kept per partition "
+        "(default 1 GiB; -1: no bound). Applies when the topic is created.",
+    )
 
     # Redis
     redis_url: str = Field(
@@ -252,6 +264,25 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def without_credentials(url: str) -> str:
+    """`url` without its user and password: the form for links people click (UI links in
+    Prefect artifacts, the demo's summary)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+# scheme://user:password@ inside any text (an error message quoting a URL)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/@:]*):[^\s/@]*@")
+
+
+def redact_text(text: str) -> str:
+    """`text` with the password of every URL in it replaced by '***' (error messages of
+    clients that quote the URL they were given)."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -22,9 +22,9 @@ from typing import Any
 
 from stages.common.errors import ContractError, PublishError, ServiceUnavailable, require
 from stages.common.model_export import (
-    TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, apply_delta, artifact_path, read_export,
+    ARTIFACT_DIR, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, apply_delta, artifact_path, read_export,
 )
-from stages.common.settings import CommonSettings
+from stages.common.settings import CommonSettings, redact_text, redact_url
 from stages.publish.core import plan
 from stages.publish.core.chain import EXPORT_PATHS, VersionChain, link_of, public_uri
 from stages.publish.core.plan import VersionInfo
@@ -64,17 +64,18 @@ class Registry:
             tracking_uri=common.mlflow_tracking_uri, registry_uri=common.mlflow_tracking_uri
         )
         self._publisher_run: str | None = None
+        self._repos: dict[str, Any] = {}
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # MLflow raises MlflowException, requests' errors, OSError
+            text = redact_text(str(exc))[:300]
             if error_code(exc) == NOT_FOUND:
-                raise PublishError(f"MLflow could not {what}: not found: {str(exc)[:300]}") from exc
+                raise PublishError(f"MLflow could not {what}: not found: {text}") from exc
             raise ServiceUnavailable(
-                f"MLflow at {self.common.mlflow_tracking_uri} failed to {what}: "
-                f"{type(exc).__name__}: {str(exc)[:300]}; check the server or "
-                "FRESHREC_MLFLOW_TRACKING_URI"
+                f"MLflow at {redact_url(self.common.mlflow_tracking_uri)} failed to {what}: "
+                f"{type(exc).__name__}: {text}; check the server or FRESHREC_MLFLOW_TRACKING_URI"
             ) from exc
 
     # --- trainer side -------------------------------------------------------------------
@@ -121,7 +122,9 @@ class Registry:
             self.client.get_registered_model(self.name)
         except Exception as exc:
             if error_code(exc) != NOT_FOUND:
-                raise ServiceUnavailable(f"MLflow: cannot read model {self.name}: {exc}") from exc
+                raise ServiceUnavailable(
+                    f"MLflow: cannot read model {self.name}: {redact_text(str(exc))}"
+                ) from exc
             self._call("create the registered model", self.client.create_registered_model,
                        self.name, tags={"freshrec.model": "ctr"})
 
@@ -155,7 +158,9 @@ class Registry:
         except Exception as exc:
             if error_code(exc) in (NOT_FOUND, "INVALID_PARAMETER_VALUE"):
                 return None
-            raise ServiceUnavailable(f"MLflow: cannot read alias {alias}: {exc}") from exc
+            raise ServiceUnavailable(
+                f"MLflow: cannot read alias {alias}: {redact_text(str(exc))}"
+            ) from exc
         return int(mv.version)
 
     def _run(self) -> str:
@@ -264,6 +269,86 @@ class Registry:
         self._call("tag the model", self.client.set_registered_model_tag,
                    self.name, plan.T_PRODUCTION_HISTORY, history)
         return current, target
+
+    # --- retention ----------------------------------------------------------------------
+    def freshrec_versions(self) -> list[VersionInfo]:
+        """Every version of the model that carries freshrec's tags (others are not ours and
+        are left out), in no particular order."""
+        infos: list[VersionInfo] = []
+        token: str | None = None
+        while True:
+            page = self._call("list model versions", self.client.search_model_versions,
+                              f"name = '{self.name}'", max_results=1000, page_token=token)
+            for mv in page:
+                try:
+                    infos.append(plan.parse_version(int(mv.version), dict(mv.tags)))
+                except ContractError:
+                    continue
+            token = getattr(page, "token", None)
+            if not token:
+                return infos
+
+    def production_history(self) -> str | None:
+        model = self._call("read the model", self.client.get_registered_model, self.name)
+        value = model.tags.get(plan.T_PRODUCTION_HISTORY)
+        return None if value is None else str(value)
+
+    def set_production_history(self, history: str) -> None:
+        self._call("tag the model", self.client.set_registered_model_tag,
+                   self.name, plan.T_PRODUCTION_HISTORY, history)
+
+    def delete_version(self, version: int) -> None:
+        """Delete model version `version` and then its artifact directory (`publish/<seq>` of
+        the publisher run that holds it). A version whose source is not such a directory loses
+        only its registry entry (logged). Deleting a version that is gone already is a no-op."""
+        try:
+            mv = self.client.get_model_version(self.name, str(version))
+        except Exception as exc:
+            if error_code(exc) == NOT_FOUND:
+                return
+            raise ServiceUnavailable(f"MLflow: cannot read v{version}: {exc}") from exc
+        source = str(mv.source)
+        self._call("delete a model version", self.client.delete_model_version,
+                   self.name, str(version))
+        run_id, _, rel = source.removeprefix("runs:/").partition("/")
+        if not source.startswith("runs:/") or not rel.startswith(PUBLISH_DIR + "/"):
+            log.warning("v%d had the source %s: its artifacts are not freshrec's to delete",
+                        version, source)
+            return
+        self.delete_run_artifacts(run_id, rel)
+
+    def delete_run_artifacts(self, run_id: str, rel: str) -> None:
+        """Delete the artifact directory `rel` of run `run_id` (through the run's artifact
+        repository: the server's for `mlflow-artifacts:` URIs, the files of a local store).
+        MlflowClient has no call for it."""
+        repository = self._artifact_repo(run_id)
+        self._call(f"delete the artifacts {rel} of run {run_id}",
+                   repository.delete_artifacts, rel)
+
+    def _artifact_repo(self, run_id: str) -> Any:
+        repo = self._repos.get(run_id)
+        if repo is None:
+            registry = require("mlflow.store.artifact.artifact_repository_registry", "publish")
+            run = self._call("read a run", self.client.get_run, run_id)
+            repo = registry.get_artifact_repository(  # type: ignore[attr-defined]
+                run.info.artifact_uri, tracking_uri=self.common.mlflow_tracking_uri
+            )
+            self._repos[run_id] = repo
+        return repo
+
+    def trainer_export_seqs(self, run_id: str) -> list[int]:
+        """The export seqs whose artifact directories `exports/<seq>` run `run_id` holds."""
+        listed = self._call("list trainer exports", self.client.list_artifacts,
+                            run_id, ARTIFACT_DIR)
+        seqs = []
+        for item in listed:
+            name = str(item.path).rpartition("/")[2]
+            if item.is_dir and name.isdigit():
+                seqs.append(int(name))
+        return sorted(seqs)
+
+    def delete_trainer_export(self, run_id: str, seq: int) -> None:
+        self.delete_run_artifacts(run_id, artifact_path(seq))
 
     # --- reading versions back ----------------------------------------------------------
     def download_version(self, info: VersionInfo, work: Path) -> ModelExport:

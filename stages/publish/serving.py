@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +39,7 @@ from starlette.routing import Route
 
 from stages.common.errors import ContractError, FreshrecError
 from stages.common.model_export import non_finite
+from stages.common.settings import redact_text
 from stages.publish.core.plan import T_PUBLISHED_MS
 from stages.publish.core.requests import RequestError, json_to_inputs, text_to_inputs
 from stages.publish.loaded import LoadedModel
@@ -49,15 +49,6 @@ from stages.publish.settings import PublishSettings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[JSONResponse]]
-# scheme://user:password@ inside any text (an error message quoting a URL)
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/@:]*):[^\s/@]*@")
-
-
-def redact_text(text: str) -> str:
-    """`text` with the password of every URL in it replaced by '***'."""
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-
-
 class ModelFollower:
     """Follows `alias` of the registered model; `current` is the model to serve (or None)."""
 

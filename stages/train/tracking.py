@@ -20,7 +20,7 @@ from stages.common.errors import ServiceUnavailable, TrainError, require
 from stages.common.model_export import (
     TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, artifact_path, write_export,
 )
-from stages.common.settings import CommonSettings, redact_url
+from stages.common.settings import CommonSettings, redact_text, redact_url
 from stages.train.core.report import WindowReport
 from stages.train.outbox import OutboxConfig, TrackingOutbox
 from stages.train.settings import TrainSettings
@@ -144,7 +144,7 @@ class TrainerTracking:
             return new
         except exceptions.MlflowException as exc:
             raise ServiceUnavailable(
-                f"MLflow at {redact_url(common.mlflow_tracking_uri)} failed ({exc}): start it "
+                f"MLflow at {redact_url(common.mlflow_tracking_uri)} failed ({redact_text(str(exc))}): start it "
                 "or set FRESHREC_MLFLOW_TRACKING_URI"
             ) from None
 

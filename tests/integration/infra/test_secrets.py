@@ -107,14 +107,7 @@ _COMMANDS = [
     ("ingest", ["ingest", "--source", "{rows}", "--quiet"], "cannot reach Kafka", None),
     ("features", ["features", "--max-idle-s", "2"], "does not answer", None),
     ("train", ["train", "--replay", "{rows}"], "no MLflow tracking server answers", None),
-    pytest.param(
-        "publish", ["publish", "--once"], "MLflow", None,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="stages/publish/registry.py puts MLflow's exception text, which quotes the "
-            "tracking URI with its password, into its errors",
-        ),
-    ),
+    ("publish", ["publish", "--once"], "MLflow", None),
     ("serve", ["serve", "--port", "{port}"], "could not follow", 8.0),
     ("deploy", ["deploy", "ingest"], "ConnectError", None),
     ("infra-status", ["infra", "status"], "***", None),

@@ -49,7 +49,8 @@ def _kill_and_restart(holder: dict[str, Any], tmp_path: Path) -> None:
     service: RunningService = holder["service"]
     os.kill(service.pid, signal.SIGKILL)
     service.stop()  # reaps and removes the pid file
-    holder["service"] = start_service("redis", holder["port"], tmp_path / "redis-2")
+    # the same directory: the same password, and no data (the embedded Redis keeps none)
+    holder["service"] = start_service("redis", holder["port"], tmp_path / "redis-1")
 
 
 def _rows(criteo_sample: Path, first: int, into: Path) -> Path:
@@ -87,7 +88,7 @@ def test_the_trainer_trains_every_sample_after_a_redis_restart(
     make_settings: Callable[..., CommonSettings],
 ) -> None:
     common = make_settings("kafka", "mlflow", checkpoint_dir=tmp_path / "checkpoints",
-                           redis_url=f"redis://127.0.0.1:{own_redis['port']}/0")
+                           redis_url=own_redis["service"].url)  # with its password
     settings: TrainSettings = _train_settings(1000)
 
     _before, sizes = _fill(common, _rows(criteo_sample, 0, tmp_path / "a.tsv"))
