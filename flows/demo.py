@@ -28,6 +28,7 @@ from rich.table import Table
 
 from flows import demo_serving, monitor
 from flows.deployments import DEFAULT_POOL, PROJECT_ROOT, deploy_all, deployment_name
+from infra.services.logpipe import wrapped
 from stages.common.settings import CommonSettings, without_credentials
 
 # Small windows and frequent exports so that versions appear within a minute.
@@ -106,12 +107,14 @@ def _worker_env(common: CommonSettings) -> dict[str, str]:
 def _start_worker(common: CommonSettings, pool: str, log_dir: Path) -> subprocess.Popen[bytes]:
     log_dir.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")
-    return subprocess.Popen(
-        [str(prefect), "worker", "start", "--pool", pool, "--type", "process", "--limit", "8"],
+    argv = [str(prefect), "worker", "start", "--pool", pool, "--type", "process", "--limit", "8"]
+    return subprocess.Popen(  # the worker outlives no demo, but its log rotates all the same
+        wrapped(argv, log_dir / "worker.log"),
         cwd=PROJECT_ROOT,
         env=_worker_env(common),
-        stdout=(log_dir / "worker.log").open("ab"),
-        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -186,6 +189,7 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
     console.rule("[bold]freshrec demo")
     console.print("starting the embedded services (Kafka protocol, Redis, MLflow, Prefect) ...")
     up(common)
+    common = common.refreshed()  # the embedded Redis's password exists now
     os.environ["PREFECT_API_URL"] = common.prefect_api_url
     console.print(f"deploying the four stages to work pool [bold]{options.pool}[/] ...")
     deploy_all(options.pool, paused=True)

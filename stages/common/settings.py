@@ -196,6 +196,13 @@ class CommonSettings(BaseSettings):
             self.redis_password = SecretStr(password)
             self.model_fields_set.discard("redis_password")  # found, not set by the user
 
+    def refreshed(self) -> CommonSettings:
+        """These settings with the embedded Redis's password picked up again: for a process
+        that loaded its settings before `infra up` generated the password."""
+        copy = self.model_copy()
+        copy.model_post_init(None)
+        return copy
+
     def _embedded_redis_password(self) -> str | None:
         path = self.state_dir / "services" / "redis" / EMBEDDED_REDIS_PASSWORD_FILE
         try:
