@@ -10,18 +10,21 @@ import urllib.request
 from pathlib import Path
 
 from flows.deployments import PROJECT_ROOT
+from infra.services.logpipe import wrapped
 from stages.common.settings import CommonSettings
 
 
 def start(common: CommonSettings, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
     """Start serving `common.model_name@latest` on 127.0.0.1:`port` (logs in `log_dir`)."""
     freshrec = Path(sys.executable).with_name("freshrec")
-    return subprocess.Popen(
-        [str(freshrec), "serve", "--model", common.model_name, "--alias", "latest",
-         "--host", "127.0.0.1", "--port", str(port)],
+    argv = [str(freshrec), "serve", "--model", common.model_name, "--alias", "latest",
+            "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(  # output through the rotating log wrapper (infra/services/logpipe)
+        wrapped(argv, log_dir / "serve.log"),
         cwd=PROJECT_ROOT,
-        stdout=(log_dir / "serve.log").open("ab"),
-        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from infra.services.base import ServiceSpec
 from infra.services.catalog import service_spec
+from infra.services.logpipe import wrapped
 from infra.services.ports import LOOPBACK, port_in_use
 from infra.services.process import (
     LOG_FILE,
@@ -32,6 +33,7 @@ from stages.common.errors import InfraError, ServiceUnavailable
 from stages.common.settings import CommonSettings
 
 _POLL_S = 0.25
+WRAPPER_LOG = "logpipe.log"  # the wrapper's own output (empty unless it fails)
 _PROBE_TIMEOUT_S = 2.0
 
 
@@ -65,12 +67,13 @@ class RunningService:
 
     @property
     def pid(self) -> int:
-        """Pid of the process (also its process-group id)."""
+        """Pid of the process group's leader: the log wrapper, whose child is the service."""
         return self.record.pid
 
     @property
     def log_path(self) -> Path:
-        """The file that receives the process's stdout and stderr."""
+        """The file that receives the process's stdout and stderr; it rotates by size
+        (`server.log.1` ... `.3`, 10 MB each: infra/services/logpipe.py)."""
         return self.directory / LOG_FILE
 
     def stop(self, grace_s: float = 10.0) -> None:
@@ -172,7 +175,10 @@ def start_service(
     with open(log_path, "a", encoding="utf-8") as log:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         log.write(f"--- freshrec {stamp}: {' '.join(plan.argv)}\n")
-    record = spawn(plan.argv, plan.environment(), directory, log_path)
+    # The service outlives this interpreter, so its output goes through the rotating log
+    # wrapper (logpipe.py), started as the group leader with the service as its child.
+    record = spawn(wrapped(plan.argv, log_path), plan.environment(), directory,
+                   directory / WRAPPER_LOG)
     record = replace(record, url=url or spec.url(LOOPBACK, port))
     write_pid_file(directory / PID_FILE, record)
     service = RunningService(spec=spec, directory=directory, record=record)

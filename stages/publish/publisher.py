@@ -32,6 +32,7 @@ from stages.common.settings import CommonSettings
 from stages.publish.core import plan
 from stages.publish.core.merge import ChainGap, FoldState, fold, registered, renumber
 from stages.publish.core.plan import VersionInfo
+from stages.publish.core.retention import retention_plan
 from stages.publish.loaded import sorted_full
 from stages.publish.registry import Registry, manifest_sha256
 from stages.publish.settings import PublishSettings
@@ -44,7 +45,9 @@ TEST_PAUSE_ENV = "FRESHREC_PUBLISH_TEST_PAUSE_AFTER_REGISTER_S"  # tests only, s
 class PublishSummary:
     """What a `run_publisher` call did: versions registered and promoted (in order), exports
     folded, gate refusals, trainer exports refused (NaN/inf weights), cycles that failed
-    (logged), and the newest version."""
+    (logged), the newest version, and what retention deleted: registry versions (with their
+    artifacts), trainer exports, and retention rounds that failed (logged, retried after the
+    next registration)."""
 
     versions: list[int] = field(default_factory=list)
     promoted: list[int] = field(default_factory=list)
@@ -53,6 +56,9 @@ class PublishSummary:
     refused_exports: int = 0
     failed_cycles: int = 0
     last_version: int | None = None
+    versions_deleted: int = 0
+    exports_deleted: int = 0
+    retention_failures: int = 0
 
 
 class Publisher:
@@ -120,7 +126,54 @@ class Publisher:
             self._cursor[run_id] = seq + 1
         if not self.state.pending:
             return None
-        return self._register(summary)
+        version = self._register(summary)
+        self.retain(summary)
+        return version
+
+    def retain(self, summary: PublishSummary) -> None:
+        """Apply the retention policy (`core.retention`): delete the registry versions it
+        lets go (newest first, each with its artifacts; the production history trimmed first,
+        so rollback never targets a deleted version), then the trainer exports already folded
+        into a registered version beyond the newest `keep_trainer_exports`. A failure is
+        logged and counted; the next registration tries again."""
+        try:
+            self._retain_versions(summary)
+            self._retain_exports(summary)
+        except FreshrecError as exc:
+            summary.retention_failures += 1
+            log.error("retention failed (retried after the next registration): %s", exc)
+
+    def _retain_versions(self, summary: PublishSummary) -> None:
+        keep_last = self.settings.keep_versions
+        if keep_last == 0:
+            return
+        decision = retention_plan(
+            self.registry.freshrec_versions(), keep_last,
+            self.registry.alias_version("production"), self.registry.production_history(),
+        )
+        if decision.history is not None:
+            self.registry.set_production_history(decision.history)
+        for version in decision.delete:
+            self.registry.delete_version(version)
+            summary.versions_deleted += 1
+        if decision.delete:
+            log.info("retention: deleted %d versions (v%d..v%d) with their artifacts; %d kept",
+                     len(decision.delete), min(decision.delete), max(decision.delete),
+                     len(decision.keep))
+
+    def _retain_exports(self, summary: PublishSummary) -> None:
+        keep, last = self.settings.keep_trainer_exports, self.last
+        if keep == 0 or last is None:
+            return
+        seqs = self.registry.trainer_export_seqs(last.run_id)
+        # only exports at or below the last registered one: the pending ones are still needed
+        doomed = [s for s in seqs[:-keep] if s <= last.export_seq]
+        for seq in doomed:
+            self.registry.delete_trainer_export(last.run_id, seq)
+            summary.exports_deleted += 1
+        if doomed:
+            log.info("retention: deleted trainer exports %s/%d..%d (folded into v%d)",
+                     last.run_id, doomed[0], doomed[-1], last.version)
 
     def _register(self, summary: PublishSummary) -> int:
         state, last = self.state, self.last
@@ -238,6 +291,7 @@ def run_publisher(
                 if not restored:
                     publisher.restore(summary)
                     restored = True
+                    publisher.retain(summary)  # a registry left by an older build or setting
                 publisher.cycle(summary)
             except FreshrecError as exc:
                 if once:

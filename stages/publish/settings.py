@@ -26,6 +26,19 @@ class PublishSettings(BaseSettings):
         description="The quality gate lets production move when the new version's progressive "
         "AUC is at least production's minus this.",
     )
+    keep_versions: int = Field(
+        50, ge=0, le=1_000_000,
+        description="Registry retention: after each registration keep the newest N versions, "
+        "production, the newest N entries of the production history (rollback) and every "
+        "version their delta chains apply onto; delete the other versions and their artifacts "
+        "(0: keep all).",
+    )
+    keep_trainer_exports: int = Field(
+        3, ge=0, le=1_000_000,
+        description="Trainer exports (`exports/<seq>` artifacts of the trainer run) kept after "
+        "the publisher has folded and registered them; older ones are deleted (0: keep all). "
+        "A restarted publisher rebuilds from the registry, not from trainer exports.",
+    )
     trainer_run_id: str | None = Field(
         None, description="Follow this trainer run; default: the newest run tagged "
         "freshrec.role=trainer in the experiment."

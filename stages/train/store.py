@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MISSED_COUNTER = b"trainer_missed_blocks"
 REPORTED_SEQ = b"trainer_gaps_reported_seq"
+GAPS_KEEP = 10_000  # lines of the `gaps` list kept (the newest); the counters keep the totals
 Entry = tuple[str, SampleBlock]
 
 
@@ -137,6 +138,7 @@ class SampleStore:
                 time_ms=now_ms,
             )
             pipe.rpush(keys.gaps(self.namespace), line.to_json())
+        pipe.ltrim(keys.gaps(self.namespace), -GAPS_KEEP, -1)  # newest lines only: bounded
         pipe.hincrby(counters, MISSED_COUNTER, sum(g.blocks for g in fresh))
         pipe.hset(counters, REPORTED_SEQ, max(g.last for g in fresh))
         self._call(pipe.execute)
