@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", min=1, max=65535),
         token_file: Path | None = typer.Option(
             None, "--token-file", exists=True, dir_okay=False,
-            help="File holding the bearer token /predict and /version require (instead of "
+            help="File holding the bearer token /predict, /invocations and /version require "
+            "(instead of "
             "FRESHREC_PUBLISH_SERVE_TOKEN; never pass a token on the command line, `ps` shows "
             "it).",
         ),
@@ -63,8 +64,15 @@ def register(app: typer.Typer) -> None:
             help="Most predictions at once, more get 503 (default: "
             "FRESHREC_PUBLISH_SERVE_MAX_CONCURRENCY).",
         ),
+        access_log: bool = typer.Option(
+            False, "--access-log/--no-access-log",
+            help="Log every request (off by default: one log line per request costs more "
+            "than scoring one row; GET /metrics counts requests by endpoint and status).",
+        ),
     ) -> None:
-        """Serve predictions for raw Criteo rows with the version under an alias."""
+        """Serve predictions for Criteo rows with the version under an alias: POST /predict,
+        POST /invocations (MLflow's scoring protocol), GET /ping, /health, /version,
+        /metrics (Prometheus), /docs (OpenAPI)."""
         import logging
 
         import uvicorn
@@ -88,7 +96,8 @@ def register(app: typer.Typer) -> None:
         work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "serve"
         work.mkdir(parents=True, exist_ok=True)
         follower = ModelFollower(Registry(common), alias, work, settings.serve_poll_s)
-        uvicorn.run(create_app(follower, settings), host=host, port=port)
+        # uvicorn uses uvloop and httptools when installed (the publish extra brings them)
+        uvicorn.run(create_app(follower, settings), host=host, port=port, access_log=access_log)
 
     @app.command("evaluate")
     def evaluate(

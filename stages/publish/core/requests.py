@@ -14,23 +14,34 @@ Accepted forms (serving and the MLflow pyfunc model share them):
 
 Row numbers in messages are 1-based, counting the rows (or instances) as sent, empty lines
 included.
+
+Speed: a body of valid rows is validated and parsed in one pass of NumPy array operations over
+its bytes (`_parse_body`, no Python per row or per field); only a body with a bad row takes the
+per-row path (`row_error`), which finds the reason. Both give the same arrays.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import numpy.typing as npt
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES, N_FIELDS, parse_valid_rows, row_error
+from stages.common.criteo import (
+    CAT_NAMES, DENSE_NAMES, N_DENSE, N_FIELDS, parse_valid_rows, row_error,
+)
 from stages.common.errors import PublishError
 from stages.common.transform import dense_transform
 from stages.common.hashing import feature_ids
 
 _INSTANCE_KEYS = frozenset(("label", *DENSE_NAMES, *CAT_NAMES))
+_TAB, _NL, _CR, _MINUS, _ZERO = 9, 10, 13, 45, 48
+_INT_WIDTH = 19  # '-' and 18 digits: the longest valid integer field
+HEX_NIBBLE = np.full(256, 255, dtype=np.uint8)
+HEX_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+NIBBLE_SHIFT = np.arange(28, -1, -4, dtype=np.uint32)
 # The record key (a column of the MLflow signature) of a raw row.
 ROW_COLUMN = "row"
 
@@ -57,11 +68,132 @@ class ModelInputs:
         return int(self.ids.shape[0])
 
 
-def _check_count(n: int, max_rows: int) -> None:
+def check_count(n: int, max_rows: int) -> None:
     if n == 0:
         raise RequestError(422, "no rows in the request")
     if n > max_rows:
         raise RequestError(413, f"too many rows: {n} (at most {max_rows} per request)")
+
+
+@dataclass(frozen=True)
+class RawColumns:
+    """n rows in columns before the transform: dense float64[n, 13] (NaN: missing), cats
+    uint32[n, 26] (the 8 hex digits as a number), cat_missing bool[n, 26], label int8[n],
+    has_label bool[n]."""
+
+    dense: npt.NDArray[np.float64]
+    cats: npt.NDArray[np.uint32]
+    cat_missing: npt.NDArray[np.bool_]
+    label: npt.NDArray[np.int8]
+    has_label: npt.NDArray[np.bool_]
+
+    def inputs(self) -> ModelInputs:
+        """The model inputs of these rows (`transform.dense_transform`, `hashing.feature_ids`)."""
+        return ModelInputs(dense=dense_transform(self.dense),
+                           ids=feature_ids(self.cats, self.cat_missing),
+                           label=self.label, has_label=self.has_label)
+
+
+def _gather(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], width: int
+            ) -> npt.NDArray[np.uint8]:
+    """buf[starts[..., None] + 0..width-1]; `buf` ends with at least `width` padding bytes,
+    so every window is inside it (bytes past a field are masked by callers)."""
+    return np.lib.stride_tricks.sliding_window_view(buf, width)[starts]
+
+
+def _parse_body(body: bytes) -> RawColumns | None:
+    """Rows one per line (39 or 40 fields, empty lines skipped, one trailing '\\r' each) ->
+    columns, with array operations only; None when the body has no row or any row is not
+    valid (then the per-row path says why)."""
+    # the padding keeps every fixed-width window of `_gather` inside the buffer
+    buf = np.frombuffer(b"".join((body, b"\n", bytes(_INT_WIDTH))), dtype=np.uint8)
+    ends = np.flatnonzero(buf == _NL)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    ends = ends - ((ends > starts) & (buf[ends - 1] == _CR))
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
+    if len(starts) == 0:
+        return None
+    tabs = np.flatnonzero(buf == _TAB)
+    first_tab = np.searchsorted(tabs, starts)
+    n_tabs = np.searchsorted(tabs, ends) - first_tab
+    if not np.all((n_tabs == N_FIELDS - 1) | (n_tabs == N_FIELDS - 2)):
+        return None
+    skip = (n_tabs == N_FIELDS - 2).astype(np.intp)  # 1: no label, field j is the line's j-1
+    k = np.arange(N_FIELDS)[None, :] - skip[:, None]  # the field's index within its line
+    # tab_at: the tab after field k; it runs from -2 to len(tabs), which the sentinel and
+    # negative indexing keep in bounds (those cells are replaced by the line bounds)
+    tab_at = first_tab[:, None] + k
+    tabs = np.append(tabs, 0)
+    field_end = np.where(k >= n_tabs[:, None], ends[:, None], tabs[tab_at])
+    field_start = np.where(k <= 0, starts[:, None], tabs[tab_at - 1] + 1)
+    length = field_end - field_start
+    n = len(starts)
+    # label: one digit 0/1 when present
+    label_char = buf[field_start[:, 0]]
+    has_label = skip == 0
+    if not np.all(~has_label | ((length[:, 0] == 1) & ((label_char == _ZERO) |
+                                                       (label_char == _ZERO + 1)))):
+        return None
+    label = np.where(has_label, label_char.astype(np.int16) - _ZERO, 0).astype(np.int8)
+    dense = _dense_fields(buf, field_start[:, 1:1 + N_DENSE], length[:, 1:1 + N_DENSE])
+    if dense is None:
+        return None
+    cats = _cat_fields(buf, field_start[:, 1 + N_DENSE:], length[:, 1 + N_DENSE:])
+    if cats is None:
+        return None
+    values, missing = cats
+    return RawColumns(dense=dense.reshape(n, N_DENSE), cats=values, cat_missing=missing,
+                      label=label, has_label=has_label)
+
+
+def _dense_fields(buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp],
+                  length: npt.NDArray[np.intp]) -> npt.NDArray[np.float64] | None:
+    """Integer fields `-?[0-9]{1,18}` or empty -> float64 (NaN when empty); None if any is
+    not valid."""
+    width = int(length.max())
+    if width > _INT_WIDTH:
+        return None
+    chars = _gather(buf, start, max(width, 1))
+    negative = (length > 0) & (chars[..., 0] == _MINUS)
+    n_digits = length - negative
+    if np.any((length > 0) & ((n_digits < 1) | (n_digits > 18))):
+        return None
+    digits = chars - np.uint8(_ZERO)  # uint8: a non-digit wraps to > 9
+    magnitude = np.zeros(length.shape, dtype=np.int64)
+    for position in range(width):  # Horner over the character positions (a few)
+        inside = (position < length) & ~((position == 0) & negative)
+        digit = digits[..., position]
+        if np.any(inside & (digit > 9)):
+            return None
+        magnitude = np.where(inside, magnitude * 10 + digit, magnitude)
+    value = np.where(negative, -magnitude, magnitude).astype(np.float64)
+    return np.where(length > 0, value, np.nan)
+
+
+def _cat_fields(buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp],
+                length: npt.NDArray[np.intp]
+                ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]] | None:
+    """Fields of 8 lowercase hex digits or empty -> (uint32 values, missing); None if any is
+    not valid."""
+    missing = length == 0
+    if not np.all(missing | (length == 8)):
+        return None
+    nibbles = HEX_NIBBLE[_gather(buf, start, 8)]
+    if not np.all(missing[..., None] | (nibbles < 16)):
+        return None
+    nibbles = np.where(missing[..., None], 0, nibbles).astype(np.uint32)
+    values = np.bitwise_or.reduce(nibbles << NIBBLE_SHIFT, axis=-1).astype(np.uint32)
+    return values, missing
+
+
+def body_to_columns(body: bytes, max_rows: int) -> RawColumns:
+    """Raw rows, one per line (see the module docstring) -> columns. RequestError(422) names
+    the first bad row and the reason; (413) when more than `max_rows` rows, (422) when none."""
+    parsed = _parse_body(body)
+    if parsed is not None and len(parsed.label) <= max_rows:
+        return parsed
+    return rows_to_columns(body.split(b"\n"), max_rows)
 
 
 def rows_to_inputs(rows: list[bytes], max_rows: int) -> ModelInputs:
@@ -70,6 +202,15 @@ def rows_to_inputs(rows: list[bytes], max_rows: int) -> ModelInputs:
     Empty rows are skipped. RequestError(422) names the first bad row and the reason;
     RequestError(413) when more than `max_rows` rows remain, (422) when none do.
     """
+    if not any(b"\n" in row.rstrip(b"\r\n") for row in rows):
+        parsed = _parse_body(b"\n".join(row.rstrip(b"\r\n") for row in rows))
+        if parsed is not None and len(parsed.label) <= max_rows:
+            return parsed.inputs()
+    return rows_to_columns(rows, max_rows).inputs()
+
+
+def rows_to_columns(rows: list[bytes], max_rows: int) -> RawColumns:
+    """The per-row path: validates each row with `row_error`, which names what is wrong."""
     lines: list[bytes] = []
     has_label: list[bool] = []
     for number, raw in enumerate(rows, start=1):
@@ -94,19 +235,15 @@ def rows_to_inputs(rows: list[bytes], max_rows: int) -> ModelInputs:
         has_label.append(labelled)
         if len(lines) > max_rows:
             break
-    _check_count(len(lines), max_rows)
+    check_count(len(lines), max_rows)
     batch = parse_valid_rows(lines)
-    return ModelInputs(
-        dense=dense_transform(batch.dense),
-        ids=feature_ids(batch.cats, batch.cat_missing),
-        label=batch.label,
-        has_label=np.asarray(has_label, dtype=np.bool_),
-    )
+    return RawColumns(dense=batch.dense, cats=batch.cats, cat_missing=batch.cat_missing,
+                      label=batch.label, has_label=np.asarray(has_label, dtype=np.bool_))
 
 
 def text_to_inputs(body: bytes, max_rows: int) -> ModelInputs:
     """A text/plain body (UTF-8 rows, one per line) -> inputs (see `rows_to_inputs`)."""
-    return rows_to_inputs(body.split(b"\n"), max_rows)
+    return body_to_columns(body, max_rows).inputs()
 
 
 def _cell(number: int, key: str, value: Any) -> bytes:
@@ -138,7 +275,7 @@ def json_to_inputs(body: bytes, max_rows: int) -> ModelInputs:
     RequestError(400) for JSON that does not parse or has neither key, (422) for bad rows.
     """
     try:
-        payload = json.loads(body)
+        payload = orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict) or ("rows" in payload) == ("instances" in payload):
@@ -146,7 +283,7 @@ def json_to_inputs(body: bytes, max_rows: int) -> ModelInputs:
     items = payload.get("rows", payload.get("instances"))
     if not isinstance(items, list):
         raise RequestError(400, '"rows" / "instances" must be a list')
-    _check_count(len(items), max_rows)
+    check_count(len(items), max_rows)
     if "rows" in payload:
         if not all(isinstance(r, str) for r in items):
             raise RequestError(422, '"rows" must be a list of strings (raw Criteo rows)')

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from stages.common.criteo import CAT_NAMES, DENSE_NAMES, parse_valid_rows
 from stages.common.hashing import feature_ids
 from stages.common.transform import dense_transform
+from stages.publish.core.invocations import csv_invocation, json_invocation
 from stages.publish.core.requests import (
-    RequestError, json_to_inputs, rows_to_inputs, text_to_inputs,
+    RequestError, _parse_body, json_to_inputs, rows_to_columns, rows_to_inputs, text_to_inputs,
 )
 from stages.publish.synthetic import criteo_rows
 
@@ -100,3 +101,80 @@ def test_arbitrary_bodies_give_inputs_or_a_request_error(body: bytes) -> None:
 def test_instances_with_only_missing_values_are_valid() -> None:
     out = rows_to_inputs([b"\t" * 38], 1)
     assert len(out) == 1 and not out.dense.any()
+
+
+_INT_FIELD = st.one_of(st.just(""), st.integers(-(10**18) + 1, 10**18 - 1).map(str),
+                       st.integers(0, 999).map(str))
+_CAT_FIELD = st.one_of(st.just(""), st.integers(0, 2**32 - 1).map(lambda v: f"{v:08x}"))
+
+
+@st.composite
+def _valid_row(draw: st.DrawFn) -> str:
+    fields = [draw(_INT_FIELD) for _ in DENSE_NAMES] + [draw(_CAT_FIELD) for _ in CAT_NAMES]
+    if draw(st.booleans()):
+        fields.insert(0, draw(st.sampled_from(["0", "1"])))
+    return "\t".join(fields) + draw(st.sampled_from(["", "\r"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(_valid_row(), min_size=1, max_size=8), trailer=st.sampled_from(["", "\n",
+                                                                                     "\n\n"]))
+def test_the_array_parser_equals_the_per_row_parser(rows: list[str], trailer: str) -> None:
+    body = ("\n".join(rows) + trailer).encode()
+    fast = _parse_body(body)
+    slow = rows_to_columns(body.split(b"\n"), 100)
+    assert fast is not None
+    for name in ("dense", "cats", "cat_missing", "label", "has_label"):
+        got, want = getattr(fast, name), getattr(slow, name)
+        assert got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@pytest.mark.parametrize("body", [
+    b"1\t2", b"2" + b"\t" * 39, b"1\t-" + b"\t" * 38, b"1\t1x" + b"\t" * 38,
+    b"1" + b"\t" * 14 + b"ABCDEF01" + b"\t" * 25, b"1" + b"\t" * 14 + b"abc" + b"\t" * 25,
+    b"1\t" + b"1" * 19 + b"\t" * 38, b"\n\n",
+])
+def test_the_array_parser_leaves_bad_bodies_to_the_per_row_path(body: bytes) -> None:
+    assert _parse_body(body) is None
+
+
+def test_invocation_forms_give_the_same_columns() -> None:
+    want = text_to_inputs("\n".join(ROWS).encode(), 10)
+    names = [*DENSE_NAMES, *CAT_NAMES]
+    cells = [[v or None for v in r.split("\t")[1:]] for r in ROWS]
+    typed = [[None if v is None else (int(v) if n[0] == "I" else v)
+              for n, v in zip(names, row)] for row in cells]
+    bodies = [
+        {"dataframe_split": {"columns": names, "data": typed}},
+        {"dataframe_records": [dict(zip(names, row)) for row in typed]},
+        {"instances": {n: [row[j] for row in typed] for j, n in enumerate(names)}},
+        {"inputs": ROWS},
+        {"dataframe_split": {"columns": ["row"], "data": [[r] for r in ROWS]}},
+    ]
+    for body in bodies:
+        got = json_invocation(json.dumps(body).encode(), 10).inputs()
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.dense, want.dense)
+    header = ",".join(names)
+    csv_body = "\n".join([header] + [",".join(v or "" for v in row) for row in cells])
+    got = csv_invocation(csv_body.encode(), 10).inputs()
+    np.testing.assert_array_equal(got.ids, want.ids)
+
+
+@pytest.mark.parametrize(("payload", "status", "message"), [
+    (b"[1]", 400, "must be an object"),
+    (b'{"inputs": [], "params": {"k": 1}}', 400, "no params"),
+    (b'{"dataframe_split": {"columns": ["I1"]}}', 400, '"data"'),
+    (b'{"dataframe_split": {"columns": ["I1"], "data": [[1, 2]]}}', 422, "list of 1 values"),
+    (b'{"dataframe_records": [5]}', 422, "record 1 is not an object"),
+    (b'{"inputs": {"I1": [1], "I2": [1, 2]}}', 422, "same length"),
+    (b'{"dataframe_records": [{"I1": "x"}]}', 422, "I1 is not an integer"),
+    (b'{"dataframe_records": [{"I1": true}]}', 422, "I1 must be"),
+    (b'{"dataframe_records": [{"row": "1", "I1": 3}]}', 422, "either 'row'"),
+    (b'{"inputs": []}', 422, "no rows"),
+])
+def test_invocation_errors(payload: bytes, status: int, message: str) -> None:
+    with pytest.raises(RequestError) as err:
+        json_invocation(payload, 10)
+    assert err.value.status == status and message in str(err.value)
