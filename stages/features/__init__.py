@@ -4,9 +4,11 @@ Layout (pure core + thin adapters, see HOUSE_STYLE):
 
 - `core/`           pure: `split_batch` (micro-batch of Kafka records -> per-partition
                     `PartitionBatch`: samples, dead letters, offset range, gaps),
-                    `PartitionBatch.since` (drop rows already stored), `FieldStats` (statistics).
-- `store.py`        Redis: the atomic write script (watermark check + XADD + counters) and the
-                    statistics snapshots. Its docstring states the exactly-once protocol.
+                    `PartitionBatch.since` (drop rows already stored), `FieldStats` (statistics),
+                    `dedupe_batch` (drop re-sent events by event id within a bounded window).
+- `store.py`        Redis: the atomic write script (watermark check + event-id state guard +
+                    XADD + counters) and the statistics snapshots. Its docstring states the
+                    exactly-once protocol.
 - `topic_ids.py`    the events topic's incarnation (its Kafka topic id), asked after every fetch.
 - `pipeline.py`     `FeaturesRuntime`: one worker's state; decode -> dead letters -> write
                     (Redis retried for `redis_retry_s`; store epoch changes counted).
@@ -28,10 +30,17 @@ field) for monitoring only.
 
 Stored (keys.py, namespace = FRESHREC_REDIS_NAMESPACE): sample blocks in the `samples` stream
 (one block per partition per micro-batch, `samples.encode_block`, seq numbers 1, 2, 3, ...
-without holes unless trimmed by retention), `offsets:<topic>` watermarks, `counters`
-(events_in = samples_out + dead_letters, totals and per `<topic>:<partition>`;
-duplicates_skipped; gaps), `gaps` (`stages.common.gaps` records), `stats` + `stats:version`
+without holes unless trimmed by retention), `offsets:<topic>` watermarks, `offsets:<topic>:ids:<partition>` (the event-id windows,
+`store.event_ids_key`), `counters`
+(events_in = samples_out + dead_letters + duplicates_dropped_by_id, totals and per
+`<topic>:<partition>`; duplicates_skipped (offset replays); dedupe_unchecked; gaps), `gaps` (`stages.common.gaps` records), `stats` + `stats:version`
 (stats.py).
+
+Re-sent events (ingest resumed after a crash, `--from-start`, a producer retry: the same event
+id `<tag>:<seq>` at a new offset) are dropped when their seq is within FRESHREC_FEATURES_
+DEDUPE_WINDOW of the newest seq of their source in their partition, and counted as
+duplicates_dropped_by_id; older ones are stored unchecked and counted as dedupe_unchecked
+(`core/dedupe.py` states the contract and the memory bound).
 
 Bad events go to the dead-letter topic (FRESHREC_FEATURES_DLQ_TOPIC, a
 `stages.common.dead_letter.DeadLetterRecord`: reason, topic position, the raw value in base64),

@@ -17,6 +17,7 @@ from stages.common.errors import FeaturesError, ServiceUnavailable
 from stages.common.settings import CommonSettings, redact_url
 from stages.features.core import (
     DeadLetter,
+    DedupeConfig,
     FieldStats,
     RecordBatch,
     SplitResult,
@@ -44,6 +45,8 @@ class RunCounters:
     samples_out: int = 0
     dead_letters: int = 0
     duplicates_skipped: int = 0
+    duplicates_dropped_by_id: int = 0  # re-sent events (same event id, new offset), not stored
+    dedupe_unchecked: int = 0  # samples stored without an id check (older than the window)
     repeated_in_batch: int = 0
     batches: int = 0
     topic_resets: int = 0  # writes that found a new topic incarnation and reset its watermarks
@@ -128,7 +131,10 @@ class FeaturesRuntime:
         await asyncio.to_thread(warm_up)
         self._client = client
         self._store = SampleStore(
-            client, self.common.redis_namespace, self.settings.retention_blocks
+            client,
+            self.common.redis_namespace,
+            self.settings.retention_blocks,
+            dedupe=DedupeConfig(self.settings.dedupe_window, self.settings.dedupe_sources),
         )
 
     async def handle(
@@ -174,10 +180,12 @@ class FeaturesRuntime:
             self._pending_rows += len(batch.samples)
             c.samples_out += len(batch.samples)
             c.dead_letters += len(batch.dead_letters)
+            c.duplicates_dropped_by_id += batch.dropped_by_id
             c.events_in += batch.events
         for batch in split.batches:
             c.next_offset[batch.partition] = batch.last_offset + 1
         c.duplicates_skipped += report.duplicates
+        c.dedupe_unchecked += report.unchecked_ids
         c.repeated_in_batch += split.repeated
         c.batches += 1
         c.records_seen += prepared.records
@@ -236,6 +244,7 @@ class FeaturesRuntime:
         return (
             f"events={c.events_in} ({rate:.0f}/s) samples={c.samples_out} "
             f"dead_letters={c.dead_letters} duplicates_skipped={c.duplicates_skipped} "
+            f"duplicates_dropped_by_id={c.duplicates_dropped_by_id} "
             f"batches={c.batches} lag={'?' if lag is None else lag}"
         )
 

@@ -23,7 +23,9 @@ log = logging.getLogger("freshrec.features")
 class FeaturesSummary:
     """What one `run_features` call did (this worker only; the store keeps all-time counters).
 
-    `events_in == samples_out + dead_letters`; `duplicates_skipped` events were replays of
+    `events_in == samples_out + dead_letters + duplicates_dropped_by_id` (re-sent events: an
+    event id already stored, at a new offset; `dedupe_unchecked` samples were stored without
+    that check, being older than the id window); `duplicates_skipped` events were replays of
     offsets already stored; `stop_reason` is "stop", "idle" or "signal". `events_per_s`: the
     records of all micro-batches but the first over the time from the first to the last one
     (None with fewer than two micro-batches): the processing rate without start-up and idling.
@@ -51,6 +53,8 @@ class FeaturesSummary:
     redis_retries: int = 0
     kafka_retries: int = 0
     commit_failures: int = 0
+    duplicates_dropped_by_id: int = 0
+    dedupe_unchecked: int = 0
 
 
 def _worker_class() -> Any:
@@ -157,6 +161,8 @@ def run_features(
         redis_retries=c.redis_retries,
         kafka_retries=c.kafka_retries,
         commit_failures=c.commit_failures,
+        duplicates_dropped_by_id=c.duplicates_dropped_by_id,
+        dedupe_unchecked=c.dedupe_unchecked,
     )
 
 

@@ -27,10 +27,26 @@ script (EVALSHA) that, atomically,
    fields as `OffsetGapRecord.to_json`, and the integration tests parse what it wrote). After a
    topic reset the watermarks are 0, so a new incarnation read from anywhere but its start
    leaves a gap line, never a silent skip;
+   Before that gap line, the event-id guard (when the id check is on): the partition's
+   event-id state (`event_ids_key`: a hash of tag -> `core.dedupe.IdWindow` bytes, and `#v`,
+   its version) must still be at the version the worker decided the batch's duplicates
+   from; otherwise the script stores nothing and returns MOVED with the version in force
+   (another writer stored this partition meanwhile): the worker reloads the state and
+   decides again;
 3. INCRs `samples:seq` (only when the batch has samples), XADDs the block with that seq
    (`MAXLEN ~ retention`), pushes the gaps found inside the batch, sets the watermark to
-   last_offset + 1 and HINCRBYs `counters`: `events_in`, `samples_out`, `dead_letters`
-   (totals and `<name>:<topic>:<partition>`), so for every partition events_in = samples_out + dead_letters.
+   last_offset + 1, writes the event-id windows the batch changed (HSET, `#v` + 1; HDEL of
+   evicted tags) and HINCRBYs `counters`: `events_in`, `samples_out`, `dead_letters`,
+   `duplicates_dropped_by_id` (totals and `<name>:<topic>:<partition>`), `dedupe_unchecked`
+   (total), so for every partition events_in = samples_out + dead_letters +
+   duplicates_dropped_by_id.
+
+Event ids (`core/dedupe.py`): the worker drops re-sent events (same `<tag>:<seq>` at a new
+offset: a resumed or re-run ingest, a producer retry) from a batch before encoding its block,
+from its cached copy of the partition's event-id state; the version guard above makes the
+decision and the state update one atomic step with the sample write, without per-event work in
+Lua. The state is per partition because the producer partitions by key (= event id): every copy
+of an event lands in the partition of the first (same partition count, key partitioner).
 
 A crash between the script and the Kafka offset commit only causes a replay, which step 2 skips.
 The first write of a partition (no watermark yet) is taken as is, without a gap line.
@@ -46,7 +62,15 @@ from typing import TYPE_CHECKING, Any
 from stages.common import keys
 from stages.common.errors import FeaturesError
 from stages.common.samples import SourceRange, encode_block
-from stages.features.core import FieldStats, PartitionBatch
+from stages.features.core import (
+    DedupeConfig,
+    FieldStats,
+    IdWindow,
+    PartitionBatch,
+    PartitionIds,
+    Verdict,
+    dedupe_batch,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -61,7 +85,7 @@ if tid ~= '' then
   if known and known ~= tid then
     if redis.call('HEXISTS', KEYS[1], 'retired:' .. tid) == 1 then
       redis.call('HINCRBY', KEYS[5], 'stale_skipped', tonumber(ARGV[4]))
-      return {3, 0, 0, epoch, 0}
+      return {3, 0, 0, epoch, 0, -1}
     end
     local all = redis.call('HGETALL', KEYS[1])
     local parts, stored = {}, 0
@@ -99,16 +123,24 @@ if wm then
   if last < wm then
     redis.call('HINCRBY', KEYS[5], 'duplicates_skipped', events)
     redis.call('HINCRBY', KEYS[5], 'duplicates_skipped:' .. tp, events)
-    return {0, wm, 0, epoch, reset}
+    return {0, wm, 0, epoch, reset, -1}
   end
   if first < wm then
-    return {2, wm, 0, epoch, reset}
+    return {2, wm, 0, epoch, reset, -1}
   end
-  if first > wm then
-    redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
-      kind='offset_gap', topic=ARGV[14], partition=tonumber(ARGV[1]), expected=wm, got=first}))
-    redis.call('HINCRBY', KEYS[5], 'gaps', 1)
+end
+local idsv = -1
+if ARGV[19] ~= '' then
+  idsv = tonumber(redis.call('HGET', KEYS[7], '#v') or '0')
+  if idsv ~= tonumber(ARGV[19]) then
+    return {4, wm or 0, 0, epoch, reset, idsv}
   end
+  idsv = idsv + 1
+end
+if wm and first > wm then
+  redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
+    kind='offset_gap', topic=ARGV[14], partition=tonumber(ARGV[1]), expected=wm, got=first}))
+  redis.call('HINCRBY', KEYS[5], 'gaps', 1)
 end
 local seq = 0
 local n = tonumber(ARGV[5])
@@ -118,9 +150,28 @@ if n > 0 then
     'n', ARGV[5], 'src', ARGV[9], 'label', ARGV[10], 'dense', ARGV[11], 'ids', ARGV[12],
     'ts', ARGV[13])
 end
-for i = 19, #ARGV do
+local ngaps, nwin = tonumber(ARGV[22]), tonumber(ARGV[23])
+for i = 24, 23 + ngaps do
   redis.call('RPUSH', KEYS[4], ARGV[i])
   redis.call('HINCRBY', KEYS[5], 'gaps', 1)
+end
+if idsv >= 0 then
+  local fields = {'#v', tostring(idsv)}
+  local from = 24 + ngaps
+  for i = from, from + 2 * nwin - 1 do
+    fields[#fields + 1] = ARGV[i]
+  end
+  redis.call('HSET', KEYS[7], unpack(fields))
+  if #ARGV >= from + 2 * nwin then
+    redis.call('HDEL', KEYS[7], unpack(ARGV, from + 2 * nwin, #ARGV))
+  end
+  if ARGV[20] ~= '0' then
+    redis.call('HINCRBY', KEYS[5], 'duplicates_dropped_by_id', tonumber(ARGV[20]))
+    redis.call('HINCRBY', KEYS[5], 'duplicates_dropped_by_id:' .. tp, tonumber(ARGV[20]))
+  end
+  if ARGV[21] ~= '0' then
+    redis.call('HINCRBY', KEYS[5], 'dedupe_unchecked', tonumber(ARGV[21]))
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[15])
 if ARGV[16] ~= '0' then
@@ -133,7 +184,7 @@ redis.call('HINCRBY', KEYS[5], 'dead_letters', tonumber(ARGV[6]))
 redis.call('HINCRBY', KEYS[5], 'events_in:' .. tp, events)
 redis.call('HINCRBY', KEYS[5], 'samples_out:' .. tp, n)
 redis.call('HINCRBY', KEYS[5], 'dead_letters:' .. tp, tonumber(ARGV[6]))
-return {1, last + 1, seq, epoch, reset}
+return {1, last + 1, seq, epoch, reset, idsv}
 """
 
 
@@ -144,18 +195,21 @@ class WriteStatus(Enum):
     DUPLICATE = 0
     OVERLAP = 2
     STALE = 3
+    MOVED = 4
 
 
 @dataclass(frozen=True)
 class WriteOutcome:
     """The script's answer: status, the partition watermark after it, the block seq (0: none),
-    the store epoch in force, and whether this call reset the topic's watermarks."""
+    the store epoch in force, whether this call reset the topic's watermarks, and the
+    partition's event-id state version after it (-1: not looked at)."""
 
     status: WriteStatus
     watermark: int
     seq: int
     epoch: str
     reset: bool
+    ids_version: int = -1
 
 
 @dataclass(frozen=True)
@@ -163,13 +217,24 @@ class WriteReport:
     """What one `SampleStore.write` stored: the batches actually written (trimmed to the new
     rows), the events skipped as already stored, the events skipped because they came from a
     retired topic incarnation (`stale`), whether the topic's watermarks were reset
-    (`topic_reset`), and the store epoch the writes saw."""
+    (`topic_reset`), the store epoch the writes saw, the re-sent events dropped by event id
+    (`dropped_by_id`, also in each written batch's `dropped_by_id`) and the samples stored
+    without an id check (`unchecked_ids`: older than the window, see core/dedupe.py)."""
 
     written: list[PartitionBatch]
     duplicates: int
     stale: int = 0
     topic_reset: bool = False
     epoch: str = ""
+    dropped_by_id: int = 0
+    unchecked_ids: int = 0
+
+
+def event_ids_key(namespace: str, topic: str, partition: int) -> bytes:
+    """The Redis hash of one partition's event-id state: `offsets:<topic>:ids:<partition>`
+    (under the watermarks' key, so in the same hash slot). Fields: `#v` (the state version)
+    and one per source tag (`IdWindow.to_bytes`)."""
+    return keys.offsets(namespace, topic) + b":ids:%d" % partition
 
 
 class SampleStore:
@@ -184,14 +249,18 @@ class SampleStore:
         namespace: str,
         retention_blocks: int,
         epoch_candidate: str | None = None,
+        dedupe: DedupeConfig | None = None,
     ) -> None:
         """`epoch_candidate`: the store epoch this writer sets when the store has none
-        (default: a new random id)."""
+        (default: a new random id). `dedupe`: the event-id check (None or window 0: off)."""
         self._client = client
         self._ns = namespace
         self._retention = b"%d" % retention_blocks
         self._epoch = (epoch_candidate or uuid.uuid4().hex).encode()
         self._script = client.register_script(_WRITE_LUA)
+        self._dedupe = dedupe if dedupe is not None and dedupe.window > 0 else None
+        # (topic, partition) -> this writer's copy of the partition's event-id state.
+        self._ids: dict[tuple[str, int], PartitionIds] = {}
 
     async def write(self, batches: list[PartitionBatch], topic_id: str = "") -> WriteReport:
         """Store each batch exactly once (one pipelined round trip, one more after an overlap).
@@ -200,25 +269,40 @@ class SampleStore:
         `topic_id` (the Kafka topic id; "" = unknown, no incarnation check). Rows below a
         partition's watermark are never stored twice; the returned `written` batches are the
         rows stored by this call. A new `topic_id` resets the topic's watermarks first (see the
-        module docstring); batches of a retired incarnation are skipped (`stale`).
+        module docstring); batches of a retired incarnation are skipped (`stale`). Samples
+        whose event id was stored before (within the window) are dropped and counted
+        (`dropped_by_id`); the first copy of an id is the one stored.
         """
         written: list[PartitionBatch] = []
-        duplicates = stale = 0
+        duplicates = stale = dropped = unchecked = 0
         reset = False
         epoch = ""
         pending = [(batch, 0) for batch in batches]
         tid = topic_id.encode()
-        for _attempt in range(3):
+        for _attempt in range(4):
             if not pending:
                 break
-            outcomes = await self._run(pending, tid)
+            await self._load_ids([batch for batch, _ in pending])
+            checked = [self._check(batch) for batch, _ in pending]
+            calls = [(kept, trim, verdict) for (_, trim), (kept, verdict) in zip(pending, checked)]
+            outcomes = await self._run(calls, tid)
             retry = []
-            for (batch, trimmed), outcome in zip(pending, outcomes):
+            for (batch, trimmed), (kept, verdict), outcome in zip(pending, checked, outcomes):
                 reset = reset or outcome.reset
                 epoch = outcome.epoch
                 if outcome.status is WriteStatus.WRITTEN:
-                    written.append(batch)
+                    written.append(kept)
                     duplicates += trimmed
+                    if verdict is not None:
+                        dropped += verdict.dropped
+                        unchecked += verdict.unchecked
+                        self._remember(kept, verdict, outcome.ids_version)
+                    continue
+                # Another writer stored this partition since our copy of its event-id state
+                # (MOVED, and likely after a replay): reload it before deciding again.
+                self._ids.pop((batch.topic, batch.partition), None)
+                if outcome.status is WriteStatus.MOVED:
+                    retry.append((batch, trimmed))
                 elif outcome.status is WriteStatus.DUPLICATE:
                     duplicates += batch.events + trimmed
                 elif outcome.status is WriteStatus.STALE:
@@ -240,28 +324,75 @@ class SampleStore:
             # Ours was adopted: the next store reset must get another id, or it would look
             # like this same incarnation to us.
             self._epoch = uuid.uuid4().hex.encode()
-        return WriteReport(written, duplicates, stale, reset, epoch)
+        return WriteReport(written, duplicates, stale, reset, epoch, dropped, unchecked)
+
+    def _check(self, batch: PartitionBatch) -> tuple[PartitionBatch, Verdict | None]:
+        """The batch without the samples whose event id was stored (from the cached state)."""
+        if self._dedupe is None:
+            return batch, None
+        state = self._ids[(batch.topic, batch.partition)]
+        verdict = dedupe_batch(batch.sample_ids, state, self._dedupe)
+        return batch.keep_samples(verdict.keep), verdict
+
+    def _remember(self, batch: PartitionBatch, verdict: Verdict, version: int) -> None:
+        key = (batch.topic, batch.partition)
+        old = self._ids[key].windows
+        windows = {t: w for t, w in old.items() if t not in verdict.evict}
+        windows.update(verdict.updates)
+        self._ids[key] = PartitionIds(version, windows)
+
+    async def _load_ids(self, batches: list[PartitionBatch]) -> None:
+        """Read the event-id state of the partitions not cached (one round trip)."""
+        if self._dedupe is None:
+            return
+        missing = sorted({(b.topic, b.partition) for b in batches} - self._ids.keys())
+        if not missing:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for topic, partition in missing:
+            pipe.hgetall(event_ids_key(self._ns, topic, partition))
+        replies = await pipe.execute()
+        window = self._dedupe.window
+        for (topic, partition), stored in zip(missing, replies):
+            version = int(stored.pop(b"#v", b"0"))
+            try:
+                windows = {
+                    tag.decode(): IdWindow.from_bytes(blob, window) for tag, blob in stored.items()
+                }
+            except ValueError as exc:
+                raise FeaturesError(
+                    f"the event-id state {event_ids_key(self._ns, topic, partition)!r} is "
+                    f"damaged ({exc}): delete that key (re-sent events of the last window may "
+                    "then be stored twice)"
+                ) from exc
+            self._ids[(topic, partition)] = PartitionIds(version, windows)
 
     async def count(self, name: str, amount: int = 1) -> None:
         """Add `amount` to the store counter `name` (events this worker noticed itself)."""
         await self._client.hincrby(keys.counters(self._ns), name, amount)
 
     async def _run(
-        self, batches: list[tuple[PartitionBatch, int]], topic_id: bytes
+        self, batches: list[tuple[PartitionBatch, int, Verdict | None]], topic_id: bytes
     ) -> list[WriteOutcome]:
         pipe = self._client.pipeline(transaction=False)
-        for batch, trimmed in batches:
-            args = self._args(batch, trimmed, topic_id)
-            await self._script(keys=self._keys(batch.topic), args=args, client=pipe)
+        for batch, trimmed, verdict in batches:
+            args = self._args(batch, trimmed, topic_id, verdict)
+            keys_ = self._keys(batch.topic, batch.partition)
+            await self._script(keys=keys_, args=args, client=pipe)
         replies = await pipe.execute()
         return [
             WriteOutcome(
-                WriteStatus(int(r[0])), int(r[1]), int(r[2]), _text(r[3]), bool(int(r[4]))
+                WriteStatus(int(r[0])),
+                int(r[1]),
+                int(r[2]),
+                _text(r[3]),
+                bool(int(r[4])),
+                int(r[5]),
             )
             for r in replies
         ]
 
-    def _keys(self, topic: str) -> list[bytes]:
+    def _keys(self, topic: str, partition: int) -> list[bytes]:
         ns = self._ns
         return [
             keys.offsets(ns, topic),
@@ -270,9 +401,31 @@ class SampleStore:
             keys.gaps(ns),
             keys.counters(ns),
             keys.store_epoch(ns),
+            event_ids_key(ns, topic, partition),
         ]
 
-    def _args(self, batch: PartitionBatch, trimmed: int, topic_id: bytes) -> list[Any]:
+    def _id_args(self, batch: PartitionBatch, verdict: Verdict | None) -> list[Any]:
+        """ARGV[19..]: expected state version ('' = no id check), dropped, unchecked, the gap
+        count, the window count; then the gaps, the (tag, window) pairs, the evicted tags."""
+        gaps = [gap.to_json() for gap in batch.gaps]
+        if verdict is None:
+            return [b"", b"0", b"0", b"%d" % len(gaps), b"0", *gaps]
+        version = self._ids[(batch.topic, batch.partition)].version
+        pairs = [x for tag, w in verdict.updates.items() for x in (tag.encode(), w.to_bytes())]
+        return [
+            b"%d" % version,
+            b"%d" % verdict.dropped,
+            b"%d" % verdict.unchecked,
+            b"%d" % len(gaps),
+            b"%d" % len(verdict.updates),
+            *gaps,
+            *pairs,
+            *[tag.encode() for tag in verdict.evict],
+        ]
+
+    def _args(
+        self, batch: PartitionBatch, trimmed: int, topic_id: bytes, verdict: Verdict | None
+    ) -> list[Any]:
         source = SourceRange(batch.topic, batch.partition, batch.first_offset, batch.last_offset)
         block = encode_block(batch.samples, source)
         return [
@@ -294,7 +447,7 @@ class SampleStore:
             b"%d" % trimmed,
             topic_id,
             self._epoch,
-            *[gap.to_json() for gap in batch.gaps],
+            *self._id_args(batch, verdict),
         ]
 
     async def merge_stats(self, delta: FieldStats) -> int:

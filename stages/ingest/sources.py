@@ -6,7 +6,13 @@ Source tags (the `<source>` of event ids, 1-32 chars of [A-Za-z0-9_.-]):
 - a file: "f" + 12 hex digits of blake2b(resolved path, size, mtime_ns): the same unchanged file
   gives the same ids on every run (a consumer can spot a re-ingested row), a changed one new ids;
 - a stream (stdin): "s" + 16 random hex digits, new for every run (a stream cannot be identified);
-- the generator: `synthetic_source_tag(config)`, i.e. "syn<seed>-<config fingerprint>".
+- a file read with `--loop`: "l" + 16 random hex digits, new for every run (`loop_tag`), seqs
+  going on across passes: each pass, and each run, sends new events (a run restarted from line
+  1 under the file's tag would look like re-sent events to the features stage's event-id check);
+- the generator: "syn<seed>-" + 12 random hex digits + the config fingerprint (cut to 32
+  chars), new for every run (`synthetic_run_tag`): two runs with one seed make the same rows,
+  but they are new events, which the features stage must not drop as re-sent (seq = position
+  in the generator's stream).
 
 Gzip is detected by its magic bytes (1f 8b), not by the file name.
 
@@ -35,7 +41,7 @@ from stages.ingest.core.lines import LineBatch, LineSplitter
 from stages.ingest.core.pacing import tail
 from stages.ingest.core.position import SeekPoint
 from stages.ingest.core.prepare import SourcePosition
-from stages.ingest.core.synthetic import SyntheticConfig, generate_rows, synthetic_source_tag
+from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _SYNTHETIC_CHUNK = 16384
@@ -79,6 +85,19 @@ def file_tag(path: Path) -> str:
 def stream_tag() -> str:
     """The source tag of a stream: unique per call."""
     return "s" + uuid.uuid4().hex[:16]
+
+
+def loop_tag() -> str:
+    """The source tag of a file read with --loop: unique per call (per run)."""
+    return "l" + uuid.uuid4().hex[:16]
+
+
+def synthetic_run_tag(config: SyntheticConfig) -> str:
+    """The source tag of one run of the generator, unique per call: "syn<seed>-", then 12
+    random hex digits and the config fingerprint, cut to 32 chars (at least 9 random digits
+    remain with the largest seed)."""
+    prefix = f"syn{config.seed}-"
+    return prefix + (uuid.uuid4().hex[:12] + config.fingerprint())[: 32 - len(prefix)]
 
 
 def _read_chunks(
@@ -158,7 +177,8 @@ def file_batches(
 ) -> Iterator[SourceBatch]:
     """The lines of a file, read once or (`loop`) again and again with new sequence numbers.
 
-    Pass k (0-based) uses seq_base = k * (lines in the file), so event ids never repeat.
+    Pass k (0-based) uses seq_base = k * (lines in the file), so event ids never repeat; with
+    `loop` the tag is `loop_tag()` (new per run, so a second run's ids do not repeat either).
     start: read once from there (not with `loop`). tag: the file's tag when the caller has it.
     Plain files read from line 1 or from a seek point give each batch its `end_byte`.
     Raises IngestError when the file cannot be read or is not valid gzip.
@@ -167,7 +187,8 @@ def file_batches(
         raise IngestError(f"{path} is not a file; check the --source path")
     if start is not None and loop:
         raise ConfigError("a start position applies to a file read once, not to --loop")
-    tag, name, seq_base = tag or file_tag(path), str(path.resolve()), 0
+    tag = tag or (loop_tag() if loop else file_tag(path))
+    name, seq_base = str(path.resolve()), 0
     while True:
         lines = 0
         position = SourcePosition(name, tag, seq_base)
@@ -213,8 +234,9 @@ def synthetic_batches(
     config: SyntheticConfig, start: int = 0, count: int | None = None
 ) -> Iterator[SourceBatch]:
     """`count` rows (None: endless) of the generator from position `start` on. seq = position,
-    so an event id names its position in the generator's stream; event times are simulated."""
-    position = SourcePosition("synthetic", synthetic_source_tag(config), 0)
+    so an event id names its position in the generator's stream, under a tag new for every
+    call (`synthetic_run_tag`); event times are simulated."""
+    position = SourcePosition("synthetic", synthetic_run_tag(config), 0)
     end = None if count is None else start + count
     while end is None or start < end:
         size = _SYNTHETIC_CHUNK if end is None else min(_SYNTHETIC_CHUNK, end - start)

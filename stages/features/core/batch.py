@@ -19,6 +19,7 @@ from stages.common.gaps import OffsetGapRecord
 from stages.common.events import decode_events
 from stages.common.samples import SampleBatch
 from stages.common.transform import to_samples
+from stages.features.core.dedupe import EventIdColumns, parse_event_ids
 
 # The detail at the end of a reason: after its last ": ", or a quoted value (b'...' or '...').
 _DETAIL = re.compile(r"(: [^:]*| b?'.*)$")
@@ -97,9 +98,11 @@ class PartitionBatch:
     """The result of one micro-batch for one partition, offsets ascending.
 
     `events` records with offsets in [first_offset, last_offset] were consumed: each one is
-    either a sample (`samples`, `sample_offsets` gives its offset; `raw` the same rows before
-    the transform, for statistics) or a dead letter. So `events == len(samples) +
-    len(dead_letters)`. `gaps` are missing offsets inside the range.
+    either a sample (`samples`, `sample_offsets` gives its offset, `sample_ids` its event id;
+    `raw` the same rows before the transform, for statistics), a dead letter, or (after
+    `keep_samples`, the event-id check) a re-sent event dropped as already stored. So
+    `events == len(samples) + len(dead_letters) + dropped_by_id`. `gaps` are missing offsets
+    inside the range.
     """
 
     topic: str
@@ -109,16 +112,43 @@ class PartitionBatch:
     events: int
     samples: SampleBatch
     sample_offsets: npt.NDArray[np.int64]
+    sample_ids: EventIdColumns
     raw: RawBatch
     dead_letters: list[DeadLetter]
     gaps: list[OffsetGap]
+    dropped_by_id: int = 0
+
+    def keep_samples(self, keep: npt.NDArray[np.int64]) -> PartitionBatch:
+        """This batch with only the samples at `keep` (ascending): the others count as
+        `dropped_by_id`. Offsets, events and dead letters stay (the watermark moves past the
+        dropped rows too). Itself when nothing is dropped."""
+        dropped = len(self.samples) - len(keep)
+        if dropped == 0:
+            return self
+        return PartitionBatch(
+            topic=self.topic,
+            partition=self.partition,
+            first_offset=self.first_offset,
+            last_offset=self.last_offset,
+            events=self.events,
+            samples=self.samples.take(keep),
+            sample_offsets=self.sample_offsets[keep],
+            sample_ids=self.sample_ids.take(keep),
+            raw=take_raw(self.raw, keep),
+            dead_letters=self.dead_letters,
+            gaps=self.gaps,
+            dropped_by_id=self.dropped_by_id + dropped,
+        )
 
     def since(self, watermark: int) -> PartitionBatch | None:
-        """The rows with offset >= watermark (None when nothing is left): a replay's new part."""
+        """The rows with offset >= watermark (None when nothing is left): a replay's new part.
+        Call it before the event-id check (ValueError on a batch with dropped rows)."""
         if watermark <= self.first_offset:
             return self
         if watermark > self.last_offset:
             return None
+        if self.dropped_by_id:
+            raise ValueError("PartitionBatch.since after keep_samples: trim by offset first")
         keep = np.flatnonzero(self.sample_offsets >= watermark)
         dead = [d for d in self.dead_letters if d.offset >= watermark]
         offsets = np.concatenate([self.sample_offsets[keep], [d.offset for d in dead]])
@@ -130,6 +160,7 @@ class PartitionBatch:
             events=len(keep) + len(dead),
             samples=self.samples.take(keep),
             sample_offsets=self.sample_offsets[keep],
+            sample_ids=self.sample_ids.take(keep),
             raw=take_raw(self.raw, keep),
             dead_letters=dead,
             gaps=[g for g in self.gaps if g.got > watermark],
@@ -170,6 +201,7 @@ def split_batch(records: RecordBatch) -> SplitResult:
     decoded = decode_events([values[i] for i in order])
     good = decoded.good_index
     samples = to_samples(decoded.events.rows, decoded.events.event_time_ms)
+    ids = parse_event_ids(decoded.events.event_ids)
     bad_pos = np.asarray([b.index for b in decoded.bad], dtype=np.int64)
     bad_reason = [b.reason for b in decoded.bad]
     bounds = np.flatnonzero(np.diff(parts)) + 1
@@ -203,6 +235,7 @@ def split_batch(records: RecordBatch) -> SplitResult:
                 events=int(hi - lo),
                 samples=samples.take(slice(int(good_cut[k]), int(good_end[k]))),
                 sample_offsets=offs[good[good_cut[k] : good_end[k]]],
+                sample_ids=ids.take(slice(int(good_cut[k]), int(good_end[k]))),
                 raw=take_raw(decoded.events.rows, rows),
                 dead_letters=dead,
                 gaps=_gaps(records.topic, partition, offs[lo:hi]),
