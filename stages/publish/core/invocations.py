@@ -23,9 +23,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from stages.common.criteo import CAT_NAMES, DENSE_NAMES
@@ -124,42 +126,34 @@ def _records_path(records: list[dict[str, Any]], max_rows: int) -> RawColumns:
 
 
 def _fast_columns(columns: Mapping[str, Sequence[Any]], n: int) -> RawColumns | None:
-    """Columns of plain values -> model columns with array operations; None when any value
+    """Columns of plain values -> model columns with a few array operations over all the
+    cells at once (per column they cost more than a 1-row request); None when any value
     needs the per-record path (a string number, a non-integral or huge number, a bad id)."""
-    dense = np.full((n, len(DENSE_NAMES)), np.nan)
-    for j, name in enumerate(DENSE_NAMES):
-        col = columns.get(name)
-        if col is None:
-            continue
-        if not set(map(type, col)) <= {int, float, type(None)}:
-            return None
-        values = np.array(col, dtype=np.float64)  # None -> NaN
-        present = values[~np.isnan(values)]
-        if not np.all((np.abs(present) < _EXACT) & (present == np.floor(present))):
-            return None
-        dense[:, j] = values
-    cats = np.zeros((n, len(CAT_NAMES)), dtype=np.uint32)
-    missing = np.ones((n, len(CAT_NAMES)), dtype=np.bool_)
-    for j, name in enumerate(CAT_NAMES):
-        col = columns.get(name)
-        if col is None:
-            continue
-        parsed = _hex_column(col)
-        if parsed is None:
-            return None
-        cats[:, j], missing[:, j] = parsed
-    return RawColumns(dense=dense, cats=cats, cat_missing=missing,
+    absent = [None] * n
+    dense_cells = list(chain.from_iterable(columns.get(k, absent) for k in DENSE_NAMES))
+    if not set(map(type, dense_cells)) <= {int, float, type(None)}:
+        return None
+    dense = np.array(dense_cells, dtype=np.float64).reshape(len(DENSE_NAMES), n).T  # None: NaN
+    present = dense[~np.isnan(dense)]
+    if not np.all((np.abs(present) < _EXACT) & (present == np.floor(present))):
+        return None
+    parsed = _hex_cells(list(chain.from_iterable(columns.get(k, absent) for k in CAT_NAMES)))
+    if parsed is None:
+        return None
+    cats, missing = parsed
+    return RawColumns(dense=np.ascontiguousarray(dense),
+                      cats=np.ascontiguousarray(cats.reshape(len(CAT_NAMES), n).T),
+                      cat_missing=np.ascontiguousarray(missing.reshape(len(CAT_NAMES), n).T),
                       label=np.zeros(n, dtype=np.int8), has_label=np.zeros(n, dtype=np.bool_))
 
 
-def _hex_column(col: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+def _hex_cells(cells: list[Any]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]] | None:
     """Strings of 8 lowercase hex digits or None -> (uint32 values, missing), else None."""
-    if not set(map(type, col)) <= {str, type(None)}:
+    if not set(map(type, cells)) <= {str, type(None)}:
         return None
-    cells = np.array(col, dtype=object)
-    missing = np.array([v is None for v in col], dtype=np.bool_)
-    present = cells[~missing].tolist()
-    if not all(len(v) == 8 for v in present):
+    missing = np.fromiter((v is None for v in cells), dtype=np.bool_, count=len(cells))
+    present = [v for v in cells if v is not None]
+    if not set(map(len, present)) <= {8}:
         return None
     try:
         digits = np.frombuffer("".join(present).encode("ascii"), dtype=np.uint8)
