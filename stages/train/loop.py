@@ -27,7 +27,7 @@ from stages.train.core.engine_protocol import Engine, EngineConfig
 from stages.train.ranks import Ranks, ranks_of
 from stages.train.settings import TrainSettings
 from stages.train.sources import Chunk, Source, StoreSource
-from stages.train.tracking import TrainerTracking
+from stages.train.tracking import FileDigest, InputSource, TrainerTracking, common_params
 from stages.train.trainer import TrainSummary, WindowTrainer
 
 log = logging.getLogger(__name__)
@@ -90,18 +90,20 @@ def run_trainer(
                 common,
                 state.run_id or checkpoints.read_run_id(),
                 settings.consumer_name,
-                {**settings.model_dump(), "world_size": ranks.size},
+                {**settings.model_dump(), "world_size": ranks.size, **common_params(common)},
                 settings,
             )
+            tracking.log_lineage(common, settings, _input_source(common, replay))
             if tracking.run_id != checkpoints.read_run_id():
                 checkpoints.write_run_id(tracking.run_id)
             state = replace(state, run_id=tracking.run_id, export_seq=_export_seq(state, tracking))
         state = ranks.broadcast(state)
         source = _open_source(common, settings, state, replay)
         trainer = WindowTrainer(settings, engine, ranks, checkpoints, state, tracking, out)
-        _note_store_resets(trainer, source)
         failed = True
         try:
+            _start_metrics(trainer, source, settings)
+            _note_store_resets(trainer, source)
             _window_loop(trainer, source, settings, replay is not None, max_windows, stop)
             if trainer.since_export:
                 trainer.export()
@@ -109,8 +111,11 @@ def run_trainer(
                 trainer.checkpoint()
             failed = False
         finally:
+            if trainer.metrics is not None:
+                trainer.metrics.close()
             source.close()
             if tracking is not None:
+                trainer.plot()  # the final plots, queued before the flush
                 tracking.finish(failed=failed)  # never raises for MLflow (logged)
         return TrainSummary(
             windows=trainer.windows,
@@ -136,6 +141,36 @@ def _export_seq(state: TrainerState, tracking: TrainerTracking) -> int:
         log.warning("exports %d..%d of the checkpoint were never uploaded and are not in the "
                     "outbox: the next export (full) is %d", last + 1, state.export_seq, last + 1)
     return last
+
+
+def _input_source(common: CommonSettings, replay: Path | None) -> InputSource:
+    if replay is not None:
+        return InputSource(replay=FileDigest(replay.resolve()))
+    return InputSource(namespace=common.redis_namespace)
+
+
+def _start_metrics(trainer: WindowTrainer, source: Source, settings: TrainSettings) -> None:
+    """With FRESHREC_TRAIN_METRICS_PORT, rank 0 serves Prometheus metrics. Every rank then
+    counts the table once (collective), so the first window's admissions are known."""
+    if settings.metrics_port is None:
+        return
+    trainer.table_before = trainer.engine.table_size()
+    if trainer.ranks.rank != 0:
+        return
+    from stages.train.prom import TrainerMetrics
+
+    metrics = TrainerMetrics({
+        "consumer": settings.consumer_name, "model_type": settings.model_type,
+        "source": "store" if isinstance(source, StoreSource) else "replay",
+    })
+    if trainer.tracking is not None:
+        metrics.watch_outbox(trainer.tracking.outbox)
+    if isinstance(source, StoreSource):
+        store = source.store
+        metrics.track_backlog(lambda: store.last_seq() - trainer.state.store.seq)
+    metrics.serve(settings.metrics_port)
+    trainer.metrics = metrics
+    log.info("trainer metrics at http://127.0.0.1:%d/metrics", settings.metrics_port)
 
 
 def _open_source(
@@ -222,11 +257,14 @@ def _note_store_resets(trainer: WindowTrainer, source: Source) -> None:
     """Count a feature-store reset in MLflow (metric `store_resets` at the window about to be
     trained, tag `freshrec.store_reset` with the reason); rank 0 tracks."""
     resets = getattr(source, "resets", 0)
-    if resets <= trainer.store_resets_noted or trainer.tracking is None:
+    if resets <= trainer.store_resets_noted or trainer.ranks.rank != 0:
         return
+    if trainer.metrics is not None:
+        trainer.metrics.store_resets.inc(resets - trainer.store_resets_noted)
     trainer.store_resets_noted = resets
-    trainer.tracking.log_metrics({"store_resets": float(resets)}, trainer.state.window + 1)
-    trainer.tracking.set_tag("freshrec.store_reset", str(getattr(source, "last_reset", "")))
+    if trainer.tracking is not None:
+        trainer.tracking.log_metrics({"store_resets": float(resets)}, trainer.state.window + 1)
+        trainer.tracking.set_tag("freshrec.store_reset", str(getattr(source, "last_reset", "")))
 
 
 def _report_gaps(trainer: WindowTrainer, source: Source, chunk: Chunk) -> None:

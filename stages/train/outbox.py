@@ -1,7 +1,7 @@
 """Rank 0's bounded queue between the trainer and MLflow, so that training never waits on it.
 
-Window metrics, tags and exports are put here and sent, in the order they were put, by one
-background thread. Exports are spilled to `<directory>/<seq:08d>/` (`write_export`, manifest
+Window metrics, tags, exports, dataset inputs and rendered artifacts (the plots) are put here
+and sent, in the order they were put, by one background thread. Exports are spilled to `<directory>/<seq:08d>/` (`write_export`, manifest
 last) before they are queued, so a trainer killed while MLflow is away uploads them after its
 restart (`recover`). An export is uploaded, then the run tag `freshrec.export_seq` is set, then
 its directory is deleted: the tag never names an export that is not there.
@@ -15,20 +15,24 @@ every time) and the trainer skips further exports once `max_exports` are pending
 
 Bounds: at most `max_exports` exports pending (`exports_full()` tells the trainer to skip its
 export, counted by the caller), at most `max_records` metric and tag records (the oldest is
-dropped and counted). The counters are read by the trainer and logged as metrics.
+dropped and counted). An artifact record is rendered in the sender thread (never the
+trainer's) and replaces a queued one of the same artifact path, since only the newest matters;
+a render that fails drops its record (logged, counted). The counters are read by the trainer and
+logged as metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from stages.common.model_export import MANIFEST, ModelExport, write_export
 
@@ -51,6 +55,10 @@ class TrackingSink(Protocol):
     def send_tag(self, key: str, value: str) -> None: ...
 
     def send_export(self, directory: Path, export_seq: int) -> None: ...
+
+    def send_input(self, item: Any) -> None: ...
+
+    def send_artifacts(self, directory: Path, artifact_path: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,22 @@ class ExportRecord:
     directory: Path
 
 
-Record = MetricsRecord | TagRecord | ExportRecord
+@dataclass(frozen=True)
+class InputRecord:
+    """One dataset input of the run (what `item` is, the sink knows)."""
+
+    item: Any
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """Files `render(directory)` writes into an empty directory, uploaded as `artifact_path`."""
+
+    artifact_path: str
+    render: Callable[[Path], object]
+
+
+Record = MetricsRecord | TagRecord | ExportRecord | InputRecord | ArtifactRecord
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -154,6 +177,20 @@ class TrackingOutbox:
 
     def put_tag(self, key: str, value: str) -> None:
         self._put(TagRecord(key, value))
+
+    def put_input(self, item: Any) -> None:
+        """Queue one dataset input (`sink.send_input(item)`)."""
+        self._put(InputRecord(item))
+
+    def put_artifacts(self, artifact_path: str, render: Callable[[Path], object]) -> None:
+        """Queue files to render (in the sender thread) and upload as `artifact_path`; replaces
+        a queued, not yet started record of the same path."""
+        with self._cond:
+            for i, old in enumerate(self._queue):
+                if i > 0 and isinstance(old, ArtifactRecord) and old.artifact_path == artifact_path:
+                    self._queue[i] = ArtifactRecord(artifact_path, render)
+                    return
+        self._put(ArtifactRecord(artifact_path, render))
 
     def exports_full(self) -> bool:
         """True when `max_exports` exports wait: the trainer must skip its next export."""
@@ -252,8 +289,23 @@ class TrackingOutbox:
             self.sink.send_metrics(record.values, record.step, record.timestamp_ms)
         elif isinstance(record, TagRecord):
             self.sink.send_tag(record.key, record.value)
+        elif isinstance(record, InputRecord):
+            self.sink.send_input(record.item)
+        elif isinstance(record, ArtifactRecord):
+            self._send_artifacts(record)
         else:
             self.sink.send_export(record.directory, record.seq)
+
+    def _send_artifacts(self, record: ArtifactRecord) -> None:
+        with tempfile.TemporaryDirectory(prefix="freshrec-artifacts-") as tmp:
+            try:
+                record.render(Path(tmp))
+            except Exception as exc:  # a bug of the renderer: retrying cannot help
+                self.dropped += 1
+                log.error("could not render %s, not uploaded: %s: %s", record.artifact_path,
+                          type(exc).__name__, str(exc)[:200])
+                return
+            self.sink.send_artifacts(Path(tmp), record.artifact_path)
 
     def _failed(self, record: Record, exc: Exception, attempts: int) -> bool:
         """Log the failure and wait before the next attempt. True when `record` is given up."""
@@ -303,4 +355,8 @@ def _what(record: Record) -> str:
         return f"the upload of export {record.seq}"
     if isinstance(record, TagRecord):
         return f"the tag {record.key}"
+    if isinstance(record, InputRecord):
+        return "a dataset input"
+    if isinstance(record, ArtifactRecord):
+        return f"the artifacts {record.artifact_path}"
     return f"the metrics of step {record.step}"

@@ -104,6 +104,19 @@ class TrainSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
         description="Name of this trainer (MLflow run name; one trainer per checkpoint dir).",
     )
+    plot_every: int = Field(
+        20, ge=0, le=1_000_000, description="Refresh the plots of window AUC/logloss and table "
+        "size (PNG artifacts plots/*.png of the trainer's MLflow run) every K windows, and at "
+        "the end (0: at the end only).",
+    )
+    plot_history: int = Field(
+        5000, ge=10, le=1_000_000, description="Windows the plots show (the newest; kept in "
+        "memory, so a restarted trainer's plots start again).",
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics at "
+        "http://127.0.0.1:PORT/metrics (rank 0; unset: off).",
+    )
 
     @field_validator("hidden_units", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,10 +23,14 @@ from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
 from stages.train.core.engine_protocol import Engine
 from stages.train.core.metrics import window_metrics
 from stages.train.core.report import WindowReport
+from stages.train.plots import WindowHistory
 from stages.train.ranks import Ranks
 from stages.train.settings import TrainSettings
 from stages.train.sources import Chunk, Source
-from stages.train.tracking import TrainerTracking
+from stages.train.tracking import ExportInput, TrainerTracking
+
+if TYPE_CHECKING:
+    from stages.train.prom import TrainerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,13 @@ class WindowTrainer:
         self.last_report: WindowReport | None = None
         # Newest event time trained on in this call (ms); exported for freshness measurements.
         self.max_event_time_ms: int | None = None
+        # Rank 0's observers: the plots' history, Prometheus (set by the loop when enabled).
+        self.history = WindowHistory(settings.plot_history)
+        self.metrics: TrainerMetrics | None = None
+        self.table_before: int | None = None  # admitted ids before the next window
+        # The input of the next export: the first block seq/row and stream id, and the rows.
+        self._input_first: tuple[int, str | None] = (0, None)
+        self._input_samples = 0
 
     def train_window(self, chunks: list[Chunk], source: Source) -> None:
         """Predict, train, report one window (collective); then export and checkpoint when due.
@@ -125,16 +136,37 @@ class WindowTrainer:
         self.missed_total += missed
         self.samples += len(batch)
         self.since_checkpoint += 1
+        if not self.since_export:
+            after = chunks[0].store_after
+            self._input_first = (chunks[0].first_seq, after.stream_id if after else None)
+            self._input_samples = 0
+        self._input_samples += len(batch)
         self.since_export += 1
         self.last_report = report
         if self.ranks.rank == 0:
+            self._observe(report)
             self.out(report.line())
             if self.tracking is not None:
                 self.tracking.log_window(report, self.state.missed_blocks)
+                if self.settings.plot_every and window % self.settings.plot_every == 0:
+                    self.plot()
         if window % self.settings.export_every == 0:
             self.export()
         if window % self.settings.checkpoint_every == 0:
             self.checkpoint()
+
+    def _observe(self, report: WindowReport) -> None:
+        """Rank 0: the plots' history and the Prometheus series (no I/O)."""
+        self.history.add(report)
+        before, self.table_before = self.table_before, report.table_size
+        if self.metrics is not None:
+            admitted = report.table_size - before + report.evicted if before is not None else 0
+            self.metrics.observe_window(report, admitted)
+
+    def plot(self) -> None:
+        """Queue the plots of the windows so far (rank 0 with tracking; rendered off-thread)."""
+        if self.tracking is not None and len(self.history):
+            self.tracking.log_plots(self.history.snapshot())
 
     def export(self) -> None:
         """Export (collective). Full when it is the first of this run or every F-th. Skipped
@@ -143,6 +175,8 @@ class WindowTrainer:
         backlog_full = self.tracking is not None and self.tracking.exports_full()
         if self.ranks.broadcast(backlog_full):
             self.skipped_exports += 1
+            if self.metrics is not None:
+                self.metrics.exports_skipped.inc()
             if self.ranks.rank == 0:
                 log.warning("export at window %d skipped: %d exports already wait for MLflow "
                             "(%d skipped so far)", self.state.window,
@@ -165,6 +199,10 @@ class WindowTrainer:
             if refused is None:
                 if self.tracking is not None:
                     self.tracking.log_export(exported)  # queued, spilled to the state dir
+                    if self.tracking.source is not None:
+                        self.tracking.log_input(self._export_input(seq))
+                if self.metrics is not None:
+                    self.metrics.exports.inc()
                 log.info("export %d (%s) at window %d", seq, exported.kind, self.state.window)
         refused = self.ranks.broadcast(refused)
         self.since_export = 0
@@ -172,6 +210,8 @@ class WindowTrainer:
             # Not uploaded: the next export must be full, since no delta can skip this one.
             self.refused_exports += 1
             self.exports_this_run = 0
+            if self.metrics is not None:
+                self.metrics.exports_refused.inc()
             if self.ranks.rank == 0:
                 log.error("export %d at window %d refused, not uploaded: %s; the model "
                           "diverged (lower FRESHREC_TRAIN_LEARNING_RATE)", seq,
@@ -181,6 +221,21 @@ class WindowTrainer:
             self.state, export_seq=seq, last_full_seq=seq if full else self.state.last_full_seq
         )
         self.exports_this_run += 1
+
+    def _export_input(self, seq: int) -> ExportInput:
+        """What export `seq` was trained on since the previous export (its dataset input)."""
+        state = self.state
+        last_id = state.store.stream_id if state.replay_file is None else None
+        return ExportInput(
+            export_seq=seq,
+            window_first=max(state.window - self.since_export + 1, 0),
+            window_last=state.window,
+            samples=self._input_samples,
+            first=self._input_first[0],
+            last=state.replay_rows if state.replay_file is not None else state.store.seq,
+            first_stream_id=self._input_first[1],
+            last_stream_id=last_id,
+        )
 
     def _export_meta(self) -> ExportMeta:
         """The export contract's meta: windows since the previous export, where they came from,
