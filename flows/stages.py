@@ -206,6 +206,15 @@ def train_flow(
                 description="Progressive validation per window (scored before training on it).",
             )
         create_link_artifact(key="train-mlflow-run", link=run_url, link_text="MLflow run")
+        ui = without_credentials(common.mlflow_tracking_uri)
+        plots = [f"![{name}]({ui}/get-artifact?path=plots/{name}.png&run_uuid={run_id})"
+                 for name in ("progressive_metrics", "table_size")]
+        create_markdown_artifact(
+            key="train-plots",
+            markdown="## Progressive metrics and table size\n\n" + "\n\n".join(plots)
+            + f"\n\n[All of the run's artifacts]({run_url}/artifacts)",
+            description="The trainer's plots, stored with its MLflow run",
+        )
     _summary_artifact("train-summary", "Trainer", result)
     return result
 
