@@ -42,7 +42,8 @@ DEDUPE_WINDOW of the newest seq of their source in their partition, and counted 
 duplicates_dropped_by_id; older ones are stored unchecked and counted as dedupe_unchecked
 (`core/dedupe.py` states the contract and the memory bound).
 
-Bad events go to the dead-letter topic (FRESHREC_FEATURES_DLQ_TOPIC, a
+Bad events go to the dead-letter topic (FRESHREC_FEATURES_DLQ_TOPIC, created by `run_features`
+with the FRESHREC_TOPIC_RETENTION_* settings when absent; a
 `stages.common.dead_letter.DeadLetterRecord`: reason, topic position, the raw value in base64),
 at least once, before the Redis write that
 consumes their offsets; they advance the watermark like samples and count as dead_letters.

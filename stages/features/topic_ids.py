@@ -94,3 +94,38 @@ class TopicIncarnation:
             log.warning("topic id of %s unknown (%s); retrying in %.1f s", topic, problem, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def ensure_dead_letter_topic(common: CommonSettings, topic: str, timeout_s: float = 15.0) -> None:
+    """Create this stage's dead-letter topic (1 partition) with the topic retention settings
+    (FRESHREC_TOPIC_RETENTION_MS / _BYTES) when it is absent. Faust declares only internal
+    topics: without this, the broker would auto-create it at the first dead letter with its
+    own defaults. A broker that does not answer is logged and left to the consumer's own
+    start-up errors (the topic is then auto-created as before)."""
+    require("confluent_kafka", "features")
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    conf: dict[str, Any] = kafka_client_config(common)
+    conf["log_level"] = 0
+    admin = AdminClient(conf)
+    config = {
+        "retention.ms": str(common.topic_retention_ms),
+        "retention.bytes": str(common.topic_retention_bytes),
+    }
+    try:
+        if topic in admin.list_topics(timeout=timeout_s).topics:
+            return
+        new = NewTopic(topic, 1, common.topic_replication, config=config)
+        admin.create_topics([new], operation_timeout=timeout_s)[topic].result(timeout_s)
+        log.info("created dead-letter topic %s (retention %s)", topic, config)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return
+        log.warning(
+            "could not create the dead-letter topic %s with its retention settings (%s): the "
+            "broker will create it with its defaults at the first dead letter", topic, exc
+        )
+    finally:
+        admin.poll(0)

@@ -98,6 +98,15 @@ def test_resent_rows_are_stored_once_and_counted(
         summary.samples_out + summary.dead_letters + summary.duplicates_dropped_by_id
     )
     assert summary.dedupe_unchecked == 0 and summary.duplicates_skipped == 0
+    # The features dead-letter topic was created by the worker with the retention settings.
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
+    resource = ConfigResource("TOPIC", f"{common.redis_namespace}.features.dlq")
+    (future,) = admin.describe_configs([resource]).values()
+    configs = future.result(30)
+    assert configs["retention.ms"].value == str(common.topic_retention_ms)
+    assert configs["retention.bytes"].value == str(common.topic_retention_bytes)
 
     client = redis.Redis.from_url(common.redis_url)
     counters = read_counters(client, common.redis_namespace)
