@@ -67,6 +67,7 @@ class DemoSummary:
     ingest_dead_letters: int = 0
     samples_stored: int = 0
     feature_dead_letters: int = 0
+    duplicates_dropped: int = 0  # re-sent events the features stage dropped by event id
     versions: int = 0
     latest_version: int | None = None
     served_version: int | None = None
@@ -77,6 +78,7 @@ class DemoSummary:
     def counts_add_up(self) -> bool:
         return self.events_read == (
             self.samples_stored + self.ingest_dead_letters + self.feature_dead_letters
+            + self.duplicates_dropped
         )
 
     @property
@@ -301,6 +303,7 @@ def _summarise(
         ingest_dead_letters=dlq,
         samples_stored=delta.get("samples_out", 0),
         feature_dead_letters=delta.get("dead_letters", 0),
+        duplicates_dropped=delta.get("duplicates_dropped_by_id", 0),
         versions=delta.get("registry_versions", 0),
         latest_version=latest if delta.get("registry_versions", 0) > 0 else None,
         run_states=states,
@@ -315,6 +318,7 @@ def _print_summary(console: Console, common: CommonSettings, s: DemoSummary) -> 
     say(
         f"events in: {s.events_read:,} = samples stored {s.samples_stored:,} + dead letters "
         f"{s.ingest_dead_letters + s.feature_dead_letters:,}"
+        + (f" + re-sent duplicates dropped {s.duplicates_dropped:,}" if s.duplicates_dropped else "")
     )
     say("counts: " + verdict(s.counts_add_up, "adds up", "MISMATCH"))
     say(f"versions registered by this run: {s.versions} (latest: {s.latest_version})")

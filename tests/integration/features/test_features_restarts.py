@@ -100,11 +100,13 @@ def _stored_times(client: redis.Redis, ns: str) -> np.ndarray:
 
 
 def _kill(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
+    """SIGKILL the service's whole process group (the service and its log wrapper, whose pid
+    is the group's id), and wait until it is gone."""
+    os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
+            os.killpg(pid, 0)
         except ProcessLookupError:
             return
         try:
@@ -399,12 +401,12 @@ def test_broker_paused_while_the_worker_runs_loses_and_duplicates_nothing(
     try:
         produce(broker.url, topic, _events(criteo_rows, 0, 2000, ns))
         wait_for(lambda: len(_stored_times(client, ns)) >= 2000, 120, "2000 stored")
-        os.kill(broker.pid, signal.SIGSTOP)
+        os.killpg(broker.pid, signal.SIGSTOP)
         try:
             time.sleep(PAUSE_S)
             assert worker.thread.is_alive(), f"the worker died: {worker.result}"
         finally:
-            os.kill(broker.pid, signal.SIGCONT)
+            os.killpg(broker.pid, signal.SIGCONT)
         produce(broker.url, topic, _events(criteo_rows, 2000, 3000, ns))
         wait_for(lambda: len(_stored_times(client, ns)) >= 5000, 120, "5000 stored")
         time.sleep(2)

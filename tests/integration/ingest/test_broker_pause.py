@@ -27,7 +27,7 @@ def own_broker(tmp_path: Path) -> Iterator[RunningService]:
     try:
         yield broker
     finally:
-        os.kill(broker.pid, signal.SIGCONT)
+        os.killpg(broker.pid, signal.SIGCONT)
         broker.stop()
 
 
@@ -53,9 +53,9 @@ def test_broker_paused_for_three_seconds_loses_nothing(
     worker = threading.Thread(target=ingest)
     worker.start()
     time.sleep(1.5)
-    os.kill(own_broker.pid, signal.SIGSTOP)
+    os.killpg(own_broker.pid, signal.SIGSTOP)
     time.sleep(3.0)
-    os.kill(own_broker.pid, signal.SIGCONT)
+    os.killpg(own_broker.pid, signal.SIGCONT)
     worker.join(timeout=120)
     assert not worker.is_alive()
     summary = result["summary"]

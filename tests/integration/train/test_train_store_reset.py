@@ -47,7 +47,7 @@ def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def _kill_and_restart(holder: dict[str, Any], tmp_path: Path) -> None:
     service: RunningService = holder["service"]
-    os.kill(service.pid, signal.SIGKILL)
+    os.killpg(service.pid, signal.SIGKILL)
     service.stop()  # reaps and removes the pid file
     # the same directory: the same password, and no data (the embedded Redis keeps none)
     holder["service"] = start_service("redis", holder["port"], tmp_path / "redis-1")
