@@ -91,7 +91,9 @@ def test_training_and_publishing_survive_an_mlflow_outage(
     stop = threading.Event()
     publishing: dict[str, PublishSummary] = {}
     publisher = threading.Thread(target=lambda: publishing.update(summary=run_publisher(
-        common, PublishSettings(full_every=5), interval_s=1.0, stop=stop)))
+        # keep every trainer export: the test checks they were all uploaded, in order
+        common, PublishSettings(full_every=5, keep_trainer_exports=0), interval_s=1.0,
+        stop=stop)))
     try:
         _wait("4 windows and an export", lambda: len(_windows(log)) >= 4
               and (tmp_path / "mlflow").exists(), 180, log)
