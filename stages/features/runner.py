@@ -131,6 +131,17 @@ def run_features(
 
     built.app.task(watch)
     started = time.monotonic()
+    metrics = None
+    if settings.metrics_port is not None:
+        from stages.features.prom import FeaturesMetrics
+
+        metrics = FeaturesMetrics(common, settings, runtime)
+        try:
+            metrics.serve(settings.metrics_port)
+        except BaseException:
+            loop.close()
+            asyncio.set_event_loop(None)
+            raise
     try:
         try:
             loop.run_until_complete(runtime.start())  # fail fast when Redis is not there
@@ -146,6 +157,8 @@ def run_features(
             ) from None
     finally:
         asyncio.set_event_loop(None)
+        if metrics is not None:
+            metrics.close()
     if built.app.crash_reason is not None:
         raise FeaturesError(f"the features worker crashed: {built.app.crash_reason!r}")
     c = runtime.counters

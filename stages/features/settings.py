@@ -111,6 +111,10 @@ class FeaturesSettings(BaseSettings):
         False, description="Run Faust's web server (bound to 127.0.0.1 only)."
     )
     web_port: int = Field(6066, ge=1, lt=65536, description="Port of Faust's web server.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics at "
+        "http://127.0.0.1:PORT/metrics while the worker runs (unset: off).",
+    )
     loglevel: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the worker."
     )
