@@ -13,6 +13,11 @@ never registers that publish_seq again: a restart, or the next cycle, finds the 
 `freshrec.publish_seq` tag, adopts it (decides its gate, moves `production`) and continues from
 it. `FRESHREC_PUBLISH_TEST_PAUSE_AFTER_REGISTER_S` (tests only) makes the publisher sleep right
 after creating a version, so a test can kill it there.
+
+Lineage: the registered model's description says what it is (`plan.model_description`); each
+version is created with a description of its tags and gets its gate decision added once the
+gate is decided (`plan.version_description`, written before the `freshrec.gate` tag). With
+`FRESHREC_PUBLISH_METRICS_PORT` the loop serves Prometheus metrics (`prom_publisher.py`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class PublishSummary:
     next registration)."""
 
     versions: list[int] = field(default_factory=list)
+    version_kinds: list[str] = field(default_factory=list)  # full/delta, one per `versions`
     promoted: list[int] = field(default_factory=list)
     exports_folded: int = 0
     gate_refusals: int = 0
@@ -72,6 +78,19 @@ class Publisher:
         self.last: VersionInfo | None = None
         self._cursor: dict[str, int] = {}
         self._first_seq = 0
+        # what the metrics report (read from another thread at scrape time)
+        self.production: int | None = None
+        self.last_published_s: float | None = None  # unix time of the last version's publish
+        self._described: tuple[str | None] | None = None  # model type in the model description
+
+    def describe_model(self, model_type: str | None) -> None:
+        """Create the registered model when absent and keep its description current (written
+        when it differs, e.g. a new model type)."""
+        if self._described == (model_type,):
+            return
+        self.registry.ensure_model(plan.model_description(
+            self.registry.name, model_type, self.settings.full_every))
+        self._described = (model_type,)
 
     def restore(self, summary: PublishSummary | None = None) -> None:
         """Rebuild the materialized model of the last registered version (if any), deciding
@@ -79,15 +98,20 @@ class Publisher:
         self.registry.ensure_model()
         self.last = self.registry.latest_version()
         self._cursor.clear()
+        self.production = self.registry.alias_version("production")
         if self.last is None:
             self.state = FoldState()
+            self.describe_model(None)
             return
         tags = self.registry.version_tags(self.last.version)
+        published = tags.get(plan.T_PUBLISHED_MS)
+        self.last_published_s = int(published) / 1000 if published else None
         if plan.T_GATE not in tags:
             log.warning("v%d (publish_seq %d) has no gate decision (its publisher stopped "
                         "after creating it): adopting it", self.last.version, self.last.publish_seq)
             self._gate(self.last, tags, summary or PublishSummary())
         model = self.registry.materialize(self.last.version, self.work)
+        self.describe_model(model.spec.model_type)
         current = renumber(model, self.last.export_seq, None)
         self.state = registered(
             FoldState(current=current, run_id=self.last.run_id, trainer_seq=self.last.export_seq)
@@ -147,9 +171,10 @@ class Publisher:
         keep_last = self.settings.keep_versions
         if keep_last == 0:
             return
+        self.production = self.registry.alias_version("production")
         decision = retention_plan(
             self.registry.freshrec_versions(), keep_last,
-            self.registry.alias_version("production"), self.registry.production_history(),
+            self.production, self.registry.production_history(),
         )
         if decision.history is not None:
             self.registry.set_production_history(decision.history)
@@ -194,6 +219,7 @@ class Publisher:
             export = renumber(sorted_full(state.current), seq, None)
             base, pos = None, 0
         export = replace(export, meta=meta.to_dict())
+        self.describe_model(export.spec.model_type)
         existing = self.registry.find_version(seq)
         if existing is not None:  # created by a cycle that failed before its gate: adopt it
             version, tags = existing
@@ -202,6 +228,7 @@ class Publisher:
             self._gate(plan.parse_version(version, tags), tags, summary)
             self.restore(summary)
             summary.versions.append(version)
+            summary.version_kinds.append(tags.get(plan.T_KIND, kind))
             summary.last_version = version
             return version
         with tempfile.TemporaryDirectory(dir=self.work) as tmp:
@@ -213,7 +240,8 @@ class Publisher:
                 manifest_sha256=manifest_sha256(directory),
                 published_at_ms=int(time.time() * 1000),
             )
-            version = self.registry.register(directory, tags)
+            version = self.registry.register(directory, tags,
+                                             plan.version_description(tags, None))
         _test_pause(version)
         # `latest` needs no move: MLflow reserves that alias name, and Registry.alias_version
         # resolves it to the newest version.
@@ -223,7 +251,9 @@ class Publisher:
                  seq, state.run_id, state.trainer_seq, "moved" if passed else "stays", reason)
         self.state = registered(state)
         self.last = info
+        self.last_published_s = int(tags[plan.T_PUBLISHED_MS]) / 1000
         summary.versions.append(version)
+        summary.version_kinds.append(kind)
         summary.last_version = version
         return version
 
@@ -239,19 +269,20 @@ class Publisher:
         if gate is not None:
             return gate.startswith("passed"), gate
         prod = self.registry.alias_version("production")
+        self.production = prod
         decision = plan.quality_gate(
             info.progressive_auc, self.registry.version_info(prod) if prod else None,
             self.settings.gate_tolerance,
         )
         if decision.passed:
             self.registry.promote(info.version)
+            self.production = info.version
             summary.promoted.append(info.version)
         else:
             summary.gate_refusals += 1
-        self.registry.tag_version(
-            info.version, plan.T_GATE,
-            ("passed: " if decision.passed else "refused: ") + decision.reason,
-        )
+        # the description before the tag: a version whose gate tag is missing gets both again
+        self.registry.describe_version(info.version, plan.version_description(tags, decision))
+        self.registry.tag_version(info.version, plan.T_GATE, plan.gate_text(decision))
         return decision.passed, decision.reason
 
 
@@ -285,6 +316,13 @@ def run_publisher(
     registry = Registry(common)
     publisher = Publisher(registry, settings, work)
     restored = False
+    metrics = None
+    if not once and settings.metrics_port is not None:
+        from stages.publish.prom_publisher import PublisherMetrics
+
+        metrics = PublisherMetrics(summary, publisher)
+        metrics.serve(settings.metrics_port)
+        log.info("publisher metrics at http://127.0.0.1:%d/metrics", settings.metrics_port)
     try:
         while True:
             try:
@@ -301,6 +339,8 @@ def run_publisher(
             if once or stop.wait(interval):
                 return summary
     finally:
+        if metrics is not None:
+            metrics.close()
         try:
             registry.close()
         except FreshrecError as exc:

@@ -1,7 +1,8 @@
 """MLflow adapter: trainer exports in, registry versions and aliases out.
 
 Every registry version is the run-artifact directory `publish/<publish_seq:08d>/` of a
-publisher run (tag `freshrec.role=publisher`), registered with `source=runs:/<run>/<dir>`, and
+publisher run (tags `freshrec.role=publisher`, `freshrec.model=<name>`: one run per registered
+model, which a restarted publisher continues), registered with `source=runs:/<run>/<dir>`, and
 is an MLflow pyfunc model (`version_model.py`): a full version's export is its artifact
 `artifacts/export/`; a delta version holds `export/` and a chain file naming the versions it
 applies onto, so plain MLflow loads any version. No pickle.
@@ -41,6 +42,7 @@ HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+TAG_MODEL = "freshrec.model"  # on the publisher run: the registered model it publishes
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -116,17 +118,26 @@ class Registry:
             shutil.rmtree(dst, ignore_errors=True)
 
     # --- registry side ------------------------------------------------------------------
-    def ensure_model(self) -> None:
-        """Create the registered model when absent."""
+    def ensure_model(self, description: str | None = None) -> None:
+        """Create the registered model when absent, with `description`; set `description` on
+        an existing model when it differs (None: leave an existing model's description)."""
         try:
-            self.client.get_registered_model(self.name)
+            model = self.client.get_registered_model(self.name)
         except Exception as exc:
             if error_code(exc) != NOT_FOUND:
                 raise ServiceUnavailable(
                     f"MLflow: cannot read model {self.name}: {redact_text(str(exc))}"
                 ) from exc
             self._call("create the registered model", self.client.create_registered_model,
-                       self.name, tags={"freshrec.model": "ctr"})
+                       self.name, tags={"freshrec.model": "ctr"}, description=description)
+            return
+        if description is not None and (model.description or "") != description:
+            self._call("describe the registered model", self.client.update_registered_model,
+                       self.name, description=description)
+
+    def describe_version(self, version: int, description: str) -> None:
+        self._call("describe a model version", self.client.update_model_version,
+                   self.name, str(version), description=description)
 
     def version_info(self, version: int) -> VersionInfo:
         mv = self._call("read a model version", self.client.get_model_version,
@@ -164,18 +175,38 @@ class Registry:
         return int(mv.version)
 
     def _run(self) -> str:
+        """The publisher run of this registered model (tags `freshrec.role=publisher`,
+        `freshrec.model=<name>`): the oldest such run of the experiment, set RUNNING again, so
+        a restarted publisher continues it; created only when there is none."""
         if self._publisher_run is None:
             exp = self.experiment_id()
             if exp is None:
                 exp = self._call("create the experiment", self.client.create_experiment,
                                  self.common.mlflow_experiment)
-            run = self._call("create the publisher run", self.client.create_run, exp,
-                             tags={TAG_ROLE: "publisher"}, run_name="freshrec-publisher")
-            self._publisher_run = str(run.info.run_id)
+            name = self.name.replace("'", "\\'")
+            found = self._call(
+                "look for the publisher run", self.client.search_runs, [exp],
+                filter_string=f"tags.`{TAG_ROLE}` = 'publisher' and "
+                f"tags.`{TAG_MODEL}` = '{name}'",
+                order_by=["start_time ASC"], max_results=1,
+            )
+            if found:
+                run_id = str(found[0].info.run_id)
+                self._call("resume the publisher run", self.client.update_run, run_id,
+                           status="RUNNING")
+                log.info("continuing publisher run %s of model %s", run_id, self.name)
+            else:
+                run = self._call("create the publisher run", self.client.create_run, exp,
+                                 tags={TAG_ROLE: "publisher", TAG_MODEL: self.name},
+                                 run_name=f"publisher-{self.name}")
+                run_id = str(run.info.run_id)
+                log.info("created publisher run %s of model %s", run_id, self.name)
+            self._publisher_run = run_id
         return self._publisher_run
 
     def close(self) -> None:
-        """Mark this publisher's run finished (it holds the artifacts of the versions)."""
+        """Mark this publisher's run FINISHED (it holds the artifacts of the versions; the
+        next publisher of this model sets it RUNNING again)."""
         if self._publisher_run is not None:
             self._call("finish the publisher run", self.client.set_terminated,
                        self._publisher_run)
@@ -197,9 +228,10 @@ class Registry:
                         self.name, str(version))
         return dict(mv.tags)
 
-    def register(self, export_dir: Path, tags: dict[str, str]) -> int:
+    def register(self, export_dir: Path, tags: dict[str, str], description: str = "") -> int:
         """Upload the export in `export_dir` as a pyfunc model (with its chain file, computed
-        from the tags and the registry) and create its model version. Idempotent: when a
+        from the tags and the registry) and create its model version (with `description`,
+        which the gate decision later replaces). Idempotent: when a
         version with this publish_seq exists already, that version is returned (logged)."""
         seq = int(tags[plan.T_PUBLISH_SEQ])
         existing = self.find_version(seq)
@@ -215,7 +247,8 @@ class Registry:
             save_version_model(export_dir, chain, staged)
             self._call("upload a version", self.client.log_artifacts, run_id, str(staged), rel)
         mv = self._call("create a model version", self.client.create_model_version,
-                        self.name, f"runs:/{run_id}/{rel}", run_id=run_id, tags=tags)
+                        self.name, f"runs:/{run_id}/{rel}", run_id=run_id, tags=tags,
+                        description=description or None)
         return int(mv.version)
 
     def chain_for(self, tags: dict[str, str]) -> VersionChain:

@@ -43,6 +43,11 @@ class PublishSettings(BaseSettings):
         None, description="Follow this trainer run; default: the newest run tagged "
         "freshrec.role=trainer in the experiment."
     )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Serve the publisher's Prometheus metrics at http://127.0.0.1:PORT/metrics "
+        "while it runs (unset: off).",
+    )
     work_dir: str | None = Field(
         None, description="Scratch directory for downloads; default: <state_dir>/publish."
     )

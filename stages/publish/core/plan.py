@@ -225,3 +225,82 @@ def serving_chain(
             raise ContractError(f"the chain of version {target} is longer than {limit}")
         version = current.base_version
     return chain[::-1]
+
+
+def gate_text(decision: GateDecision) -> str:
+    """The `freshrec.gate` tag of a decision: `passed: <reason>` or `refused: <reason>`."""
+    return ("passed: " if decision.passed else "refused: ") + decision.reason
+
+
+def parse_gate(text: str) -> GateDecision:
+    """The decision a `freshrec.gate` tag holds (see `gate_text`)."""
+    verdict, _, reason = text.partition(": ")
+    return GateDecision(verdict == "passed", reason or text)
+
+
+def model_description(name: str, model_type: str | None, full_every: int) -> str:
+    """The registered model's description (Markdown, as MLflow's UI shows it): what the model
+    is, how versions relate, its aliases and how to load it. `model_type`: of the newest
+    version (None before the first one)."""
+    kind = model_type or "not known yet (set with the first version)"
+    cadence = (
+        "every version is a full snapshot" if full_every <= 1 else
+        f"every {full_every}-th version is a full snapshot, the others are deltas against the "
+        "previous version"
+    )
+    return "\n".join([
+        f"**{name}**: a freshrec click-through-rate (CTR) model, trained online on a stream "
+        "of Criteo-shaped events and published by the freshrec publisher.",
+        "",
+        f"- Model type: `{kind}`.",
+        f"- Versions: each is full (the whole model) or a delta (embedding rows changed, "
+        f"added and evicted, plus all dense weights) against the previous version; {cadence}. "
+        "Every version loads as a complete MLflow pyfunc model (a delta carries its chain).",
+        "- Aliases: `production` is the newest version that passed the quality gate "
+        "(progressive AUC not below production's minus the tolerance); the newest version is "
+        "`latest` (MLflow resolves it: `models:/<name>/latest`).",
+        f'- Load: `mlflow.pyfunc.load_model("models:/{name}@production")`, then '
+        "`predict` on a DataFrame with the columns I1..I13, C1..C26.",
+        "- Each version's description and `freshrec.*` tags give its windows, samples, "
+        "metrics, store position and gate decision.",
+    ])
+
+
+def version_description(tags: dict[str, str], gate: GateDecision | None) -> str:
+    """A version's description (Markdown) from its tags and gate decision (None: not decided
+    yet): kind and base, trainer exports, window range, samples, progressive AUC/logloss,
+    store position or replay rows, and the gate."""
+    kind = tags.get(T_KIND, "?")
+    base = tags.get(T_BASE_VERSION)
+    if kind == "delta":
+        what = f"delta against version {base}" if base else "delta"
+        what += f" (position {tags.get(T_CHAIN_POS, '?')} after the last full version)"
+    else:
+        what = "full snapshot"
+
+    def metric(key: str) -> str:
+        value = _opt_float(tags.get(key))
+        return "undefined" if value is None else f"{value:.5f}"
+
+    first, last = tags.get(T_EXPORT_SEQ_FIRST), tags.get(T_EXPORT_SEQ)
+    exports = f"exports {first}..{last}" if first and first != last else f"export {last}"
+    lines = [
+        f"- Kind: {what}; publish_seq {tags.get(T_PUBLISH_SEQ, '?')}.",
+        f"- Trainer run `{tags.get(T_RUN_ID, '?')}`, {exports}.",
+        f"- Windows {tags.get(T_WINDOW_FIRST, '?')}..{tags.get(T_WINDOW_LAST, '?')}; "
+        f"{tags.get(T_SAMPLES, '?')} samples trained in total.",
+        f"- Progressive validation of the last window ({tags.get(T_WINDOW_SAMPLES, '?')} "
+        f"samples, scored before training on them): AUC {metric(T_AUC)}, "
+        f"logloss {metric(T_LOGLOSS)}.",
+    ]
+    if T_STORE_POSITION in tags:
+        lines.append(f"- Feature-store position (stream id/block seq): "
+                     f"{tags[T_STORE_POSITION]}.")
+    if T_REPLAY_ROWS in tags:
+        lines.append(f"- Replay rows read: {tags[T_REPLAY_ROWS]}.")
+    if gate is None:
+        lines.append("- Quality gate: not decided yet.")
+    else:
+        verdict = "passed (production moved here)" if gate.passed else "refused (production stays)"
+        lines.append(f"- Quality gate: {verdict}: {gate.reason}.")
+    return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stages.common.errors import ContractError
-from stages.common.export_meta import ExportMeta, ProgressiveMetrics, StoreRange
+from stages.common.export_meta import ExportMeta, ProgressiveMetrics, ReplayRange, StoreRange
 from stages.publish.core import plan
 from stages.publish.core.plan import VersionInfo
 
@@ -100,3 +100,60 @@ def test_serving_chain() -> None:
     broken = {**versions, 6: _info(6, base=None)}
     with pytest.raises(ContractError, match="names no base"):
         plan.serving_chain(6, broken.__getitem__, None)
+
+
+def _delta_tags() -> dict[str, str]:
+    meta = ExportMeta(
+        window_first=30, window_last=49, samples=4000,
+        store=StoreRange(stream_id="4-0", seq=20),
+        metrics=ProgressiveMetrics(samples=500, positives=100, auc=0.71234, logloss=0.45),
+    )
+    return plan.version_tags(
+        kind="delta", publish_seq=3, base_version=2, chain_pos=2, run_id="run1",
+        export_seq_first=3, export_seq=4, meta=meta, manifest_sha256="sha",
+        published_at_ms=1,
+    )
+
+
+def test_version_description_from_tags_and_gate() -> None:
+    tags = _delta_tags()
+    pending = plan.version_description(tags, None)
+    assert "delta against version 2" in pending and "position 2" in pending
+    assert "Windows 30..49" in pending and "4000 samples" in pending
+    assert "AUC 0.71234" in pending and "logloss 0.45000" in pending
+    assert "exports 3..4" in pending and "`run1`" in pending
+    assert "4-0/20" in pending and "not decided yet" in pending
+    decision = plan.quality_gate(0.71234, _info(1, auc=0.75), 0.01)
+    refused = plan.version_description(tags, decision)
+    assert "Quality gate: refused (production stays): AUC 0.71234 < 0.74000 (production v1)" \
+        in refused
+    assert "not decided" not in refused
+    passed = plan.version_description(tags, plan.GateDecision(True, "no production version yet"))
+    assert "Quality gate: passed (production moved here): no production version yet" in passed
+    # a gate tag reads back as the same decision
+    assert plan.parse_gate(plan.gate_text(decision)) == decision
+
+
+def test_version_description_of_a_full_version_without_auc() -> None:
+    meta = ExportMeta(window_first=0, window_last=9, samples=10,
+                      replay=ReplayRange(file="day_0.tsv", rows=10),
+                      metrics=ProgressiveMetrics(samples=10, positives=0, auc=None, logloss=0.1))
+    tags = plan.version_tags(
+        kind="full", publish_seq=1, base_version=None, chain_pos=0, run_id="r",
+        export_seq_first=1, export_seq=1, meta=meta, manifest_sha256="s", published_at_ms=1,
+    )
+    text = plan.version_description(tags, None)
+    assert "Kind: full snapshot; publish_seq 1" in text and "`r`, export 1." in text
+    assert "AUC undefined" in text and "store position" not in text
+    assert "Replay rows read: 10." in text
+    assert "none" not in text.lower()
+
+
+def test_model_description() -> None:
+    text = plan.model_description("m-ctr", "dcn_v2", 10)
+    assert "CTR" in text and "`dcn_v2`" in text
+    assert 'mlflow.pyfunc.load_model("models:/m-ctr@production")' in text
+    assert "`production`" in text and "`latest`" in text
+    assert "every 10-th version is a full snapshot" in text and "delta" in text
+    assert "full snapshot" in plan.model_description("m", None, 1)
+    assert plan.model_description("m", "wide_deep", 3) != plan.model_description("m", None, 3)
