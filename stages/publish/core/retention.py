@@ -7,13 +7,17 @@ delta applies onto stays with it, back to its full version (`freshrec.base_versi
 Everything else goes, newest first: at every step of a deletion (or after one that stops half
 way) each remaining version still has its whole chain.
 
-The production history keeps only its newest `keep_last` entries (rollback goes back that far),
-so what rollback pins stays bounded by the same setting. `keep_last = 0` keeps everything.
+The production history (what rollback walks back through) keeps the entries that are among the
+newest `keep_last` versions, and always its last two (production and one step back, however old):
+so rollback reaches any production version of the newest `keep_last`, and at least one step,
+and what it pins beyond the newest versions is at most two chains. Keeping the whole history
+(50 entries, plan.HISTORY_LIMIT) would pin up to 50 older chains, several times `keep_last`
+versions. `keep_last = 0` keeps everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from stages.common.errors import ContractError
@@ -30,12 +34,23 @@ class RetentionPlan:
     history: str | None
 
 
-def trim_history(history: str | None, keep_last: int) -> str | None:
-    """The history tag with only its newest `keep_last` entries; None when nothing changes."""
+ROLLBACK_FLOOR = 2  # history entries always kept: production and the version before it
+
+
+def trim_history(history: str | None, newest: Collection[int]) -> str | None:
+    """The history tag with only the entries in `newest` plus its last ROLLBACK_FLOOR
+    entries, in order; None when nothing changes."""
     items = [v for v in (history or "").split(",") if v]
-    if keep_last <= 0 or len(items) <= keep_last:
-        return None
-    return ",".join(items[-keep_last:])
+    floor = len(items) - ROLLBACK_FLOOR
+    kept = [v for i, v in enumerate(items) if i >= floor or _int(v, history) in newest]
+    return None if kept == items else ",".join(kept)
+
+
+def _int(value: str, history: str | None) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ContractError(f"malformed production history {history!r}") from None
 
 
 def retention_plan(
@@ -58,22 +73,19 @@ def retention_plan(
         raise ContractError("two registry versions share a publish_seq: not deleting any")
     if keep_last == 0:
         return RetentionPlan(tuple(sorted(by_version)), (), None)
-    trimmed = trim_history(history, keep_last)
+    newest = {v.version for v in sorted(versions, key=lambda v: v.publish_seq)[-keep_last:]}
+    trimmed = trim_history(history, newest)
     pinned = _history_versions(trimmed if trimmed is not None else history)
     if production is not None:
         pinned.add(production)
-    newest = sorted(versions, key=lambda v: v.publish_seq)[-keep_last:]
-    keep = _with_chains({v.version for v in newest} | pinned, by_version)
+    keep = _with_chains(newest | pinned, by_version)
     delete = sorted((v for v in by_version if v not in keep),
                     key=lambda v: by_version[v].publish_seq, reverse=True)
     return RetentionPlan(tuple(sorted(keep & by_version.keys())), tuple(delete), trimmed)
 
 
 def _history_versions(history: str | None) -> set[int]:
-    try:
-        return {int(v) for v in (history or "").split(",") if v}
-    except ValueError:
-        raise ContractError(f"malformed production history {history!r}") from None
+    return {_int(v, history) for v in (history or "").split(",") if v}
 
 
 def _with_chains(roots: Iterable[int], by_version: dict[int, VersionInfo]) -> set[int]:

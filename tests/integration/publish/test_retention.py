@@ -25,19 +25,22 @@ pytestmark = pytest.mark.integration
 SPEC = ModelSpec("wide_deep", 4, (8,))
 # AUC by trainer export: 1..5 each pass the gate, 6..12 are refused (production stays on v5)
 AUC = {seq: (0.70 + 0.01 * (seq - 1) if seq <= 5 else 0.60) for seq in range(1, 13)}
-# fulls at 1, 4, 7, 10 (full_every=3). History 1..5 trimmed to 3,4,5 -> 1..5 stay with their
-# chains; the newest three (10, 11, 12) start at the full v10; 6..9 go.
-KEPT = [1, 2, 3, 4, 5, 10, 11, 12]
+# fulls at 1, 4, 7, 10 (full_every=3). The newest three (10, 11, 12) start at the full v10; the
+# history 1..5 keeps its last two (production 5 and 4, one rollback step: chain 4, 5); 1..3 and
+# 6..9 go.
+KEPT = [4, 5, 10, 11, 12]
 
 
 @pytest.fixture(params=["server", "local"])
-def common(request: pytest.FixtureRequest, make_settings: Any, tmp_path: Path) -> CommonSettings:
+def common(request: pytest.FixtureRequest, make_settings: Any, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> CommonSettings:
     """The MLflow server (`mlflow-artifacts:` artifacts, deleted through its HTTP API), or a
-    local file store (artifacts deleted as files)."""
+    local SQLite store whose artifacts are files in ./mlruns (deleted as files)."""
     if request.param == "server":
         settings: CommonSettings = make_settings("mlflow")
         return settings
-    settings = make_settings(mlflow_tracking_uri=(tmp_path / "mlruns").as_uri())
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root: ./mlruns
+    settings = make_settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     return settings
 
 
@@ -69,11 +72,10 @@ def test_retention_keeps_exactly_what_is_needed(
 
     infos = sorted(registry.freshrec_versions(), key=lambda i: i.version)
     assert [i.version for i in infos] == KEPT
-    assert deleted == 4
-    assert [i.kind for i in infos] == ["full", "delta", "delta", "full", "delta",
-                                       "full", "delta", "delta"]
+    assert deleted == 7
+    assert [i.kind for i in infos] == ["full", "delta", "full", "delta", "delta"]
     assert registry.alias_version("production") == 5
-    assert registry.production_history() == "3,4,5"
+    assert registry.production_history() == "4,5"
 
     # every kept version loads, with freshrec and with plain MLflow
     monkeypatch.setenv("MLFLOW_TRACKING_URI", common.mlflow_tracking_uri)
@@ -92,7 +94,7 @@ def test_retention_keeps_exactly_what_is_needed(
         assert rel == f"{PUBLISH_DIR}/{version:08d}"
         listed = registry.client.list_artifacts(run_id, rel)
         assert bool(listed) == (version in KEPT), version
-    if common.mlflow_tracking_uri.startswith("file:"):
+    if common.mlflow_tracking_uri.startswith("sqlite:"):
         on_disk = sorted(p.name for p in (tmp_path / "mlruns").rglob(f"{PUBLISH_DIR}/0*"))
         assert on_disk == [f"{v:08d}" for v in KEPT]
     # trainer exports: the newest two stay
@@ -100,10 +102,9 @@ def test_retention_keeps_exactly_what_is_needed(
 
     # rollback walks the trimmed history, all of it kept
     assert registry.rollback() == (5, 4)
-    assert registry.rollback() == (4, 3)
     with pytest.raises(ContractError, match="no earlier production version"):
         registry.rollback()
-    assert registry.version_info(3).kind == "delta"
+    assert registry.version_info(4).kind == "full"
 
     # a restarted publisher continues the chain from v12 and keeps the policy
     model = apply_delta(model, delta := delta_export(model, rng, meta=synthetic_meta(13, 0.75)))
@@ -111,8 +112,9 @@ def test_retention_keeps_exactly_what_is_needed(
     summary = run_publisher(common, settings, once=True)
     assert summary.versions == [13]
     kept = sorted(i.version for i in registry.freshrec_versions())
-    # production went back to 3 (history "3"); the newest three 11..13 need v10 (11's full)
-    assert kept == [1, 2, 3, 10, 11, 12, 13]
+    # v13 passes the gate against v4 (history "4,13"); the newest three 11..13 need v10
+    assert registry.alias_version("production") == 13
+    assert kept == [4, 10, 11, 12, 13]
     tags = registry.version_tags(13)
     assert tags[plan.T_KIND] == "full" and tags[plan.T_CHAIN_POS] == "0"  # v12 was at pos 2
     got = registry.materialize(13, tmp_path / "work")

@@ -29,19 +29,24 @@ def registry(n: int, full_every: int, first_version: int = 1) -> list[VersionInf
 def test_keeps_newest_with_their_chains_and_production() -> None:
     versions = registry(20, full_every=5)  # fulls: 1, 6, 11, 16
     plan = retention_plan(versions, keep_last=3, production=9, history="3,7,9")
-    # newest 3 = 18, 19, 20 -> chain back to 16; production 9 -> 6..9; history 3 -> 1..3, 7 -> 6..7
-    assert plan.keep == (1, 2, 3, 6, 7, 8, 9, 16, 17, 18, 19, 20)
-    assert plan.delete == (15, 14, 13, 12, 11, 10, 5, 4)
-    assert plan.history is None
+    # newest 3 = 18, 19, 20 -> chain back to 16; production 9 -> 6..9; the history keeps its
+    # last two (7, 9: one rollback step) and drops 3 (not among the newest)
+    assert plan.keep == (6, 7, 8, 9, 16, 17, 18, 19, 20)
+    assert plan.delete == (15, 14, 13, 12, 11, 10, 5, 4, 3, 2, 1)
+    assert plan.history == "7,9"
 
 
-def test_history_is_trimmed_to_keep_last() -> None:
+def test_history_keeps_what_is_among_the_newest_and_its_last_two() -> None:
     versions = registry(20, full_every=5)
     plan = retention_plan(versions, keep_last=2, production=20, history="2,7,12,20")
     assert plan.history == "12,20"
     assert plan.keep == (11, 12, 16, 17, 18, 19, 20)
-    assert trim_history("1,2,3", 5) is None
-    assert trim_history("1,2,3", 0) is None
+    plan = retention_plan(versions, keep_last=6, production=20, history="2,16,17,19,20")
+    assert plan.history == "16,17,19,20"  # 15..20 are the newest six
+    assert trim_history("1,2,3", {1, 2, 3}) is None
+    assert trim_history("1,2,3", set()) == "2,3"
+    assert trim_history("5,1,9", {5}) is None
+    assert trim_history(None, {1}) is None
 
 
 def test_zero_keeps_everything() -> None:
@@ -82,6 +87,10 @@ def test_every_kept_version_has_its_chain_and_deletion_order_keeps_it(
     assert set(plan.keep) | set(plan.delete) == set(by_version)
     assert not set(plan.keep) & set(plan.delete)
     assert set(range(max(1, n - keep_last + 1), n + 1)) <= set(plan.keep)
+    history_after = plan.history if plan.history is not None else history
+    assert history_after.split(",")[-2:] == history.split(",")[-2:]  # rollback: one step
+    # beyond the newest, at most two pinned chains of at most full_every versions each
+    assert len(plan.keep) <= min(n, keep_last + full_every - 1 + 2 * full_every)
     remaining = set(by_version)
     for version in (None, *plan.delete):  # after each deletion, every chain is complete
         if version is not None:
