@@ -18,7 +18,9 @@ log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
 
 if ! "$py" -m uv --version >/dev/null 2>&1; then
   log "installing uv (fast pip replacement)"
-  "$py" -m pip install --quiet uv 2>/dev/null || "$py" -m pip install --quiet --user uv
+  # a system Python that is "externally managed" (PEP 668) takes uv only as a user package
+  "$py" -m pip install --quiet uv 2>/dev/null || "$py" -m pip install --quiet --user uv 2>/dev/null \
+    || "$py" -m pip install --quiet --user --break-system-packages uv
 fi
 uv() { "$py" -m uv "$@"; }
 
