@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stages.common.errors import FeaturesError, require
+from stages.common.metrics_http import MetricsEndpoint
 from stages.common.settings import CommonSettings, kafka_client_config
 from stages.features.pipeline import FeaturesRuntime
 from stages.features.settings import FeaturesSettings
@@ -72,8 +73,9 @@ class FeaturesMetrics:
     ) -> None:
         prom: Any = require("prometheus_client", "features")
         self.registry = prom.CollectorRegistry()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = MetricsEndpoint(self.registry, "features",
+                                         "FRESHREC_FEATURES_METRICS_PORT", FeaturesError,
+                                         "features")
         self._watermarks = _Watermarks(common, settings.group)
         info = prom.Info(PREFIX, "What this features worker is.", registry=self.registry)
         info.info({"group": settings.group, "topic": common.topic_events,
@@ -82,28 +84,16 @@ class FeaturesMetrics:
 
     def serve(self, port: int) -> None:
         """Serve `/metrics` on 127.0.0.1:`port`; FeaturesError when the port is taken."""
-        prom: Any = require("prometheus_client", "features")
         try:
-            self._server, self._thread = prom.start_http_server(
-                port, addr="127.0.0.1", registry=self.registry
-            )
-        except OSError as exc:
+            self._endpoint.serve(port)
+        except FeaturesError:
             self._watermarks.close()
-            raise FeaturesError(
-                f"cannot serve features metrics on 127.0.0.1:{port} ({exc}): free the port or "
-                "set another FRESHREC_FEATURES_METRICS_PORT"
-            ) from None
+            raise
         log.info("features: Prometheus metrics on http://127.0.0.1:%d/metrics", port)
 
     def close(self) -> None:
         """Stop the server (idempotent): the port is closed when this returns."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._endpoint.close()
         self._watermarks.close()
 
 

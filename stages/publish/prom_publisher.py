@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from stages.common.errors import PublishError, require
+from stages.common.metrics_http import MetricsEndpoint
 
 if TYPE_CHECKING:
     from stages.publish.publisher import Publisher, PublishSummary
@@ -35,30 +36,16 @@ class PublisherMetrics:
     def __init__(self, summary: PublishSummary, publisher: Publisher) -> None:
         prom: Any = require("prometheus_client", "publish")
         self.registry = prom.CollectorRegistry()
-        self._server: Any = None
-        self._thread: Any = None
+        self._endpoint = MetricsEndpoint(self.registry, "publisher",
+                                         "FRESHREC_PUBLISH_METRICS_PORT", PublishError, "publish")
         self.registry.register(_PublisherCollector(summary, publisher))
 
     def serve(self, port: int) -> None:
         """Serve `/metrics` on 127.0.0.1:`port`; PublishError when the port is taken."""
-        prom: Any = require("prometheus_client", "publish")
-        try:
-            self._server, self._thread = prom.start_http_server(
-                port, addr="127.0.0.1", registry=self.registry)
-        except OSError as exc:
-            raise PublishError(
-                f"cannot serve publisher metrics on 127.0.0.1:{port} ({exc}): free the port or "
-                "set another FRESHREC_PUBLISH_METRICS_PORT"
-            ) from None
+        self._endpoint.serve(port)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._endpoint.close()
 
 
 class _PublisherCollector:

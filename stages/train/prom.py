@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from stages.common.errors import TrainError, require
+from stages.common.metrics_http import MetricsEndpoint
 from stages.train.core.report import WindowReport
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ class TrainerMetrics:
     def __init__(self, info: dict[str, str]) -> None:
         prom: Any = require("prometheus_client", "train")
         self.registry = prom.CollectorRegistry()
-        self._server: Any = None
+        self._endpoint = MetricsEndpoint(self.registry, "trainer", "FRESHREC_TRAIN_METRICS_PORT",
+                                         TrainError, "train")
         self._outbox: TrackingOutbox | None = None
         reg = self.registry
 
@@ -70,21 +72,10 @@ class TrainerMetrics:
 
     def serve(self, port: int) -> None:
         """Serve `/metrics` on 127.0.0.1:`port`; TrainError when the port is taken."""
-        prom: Any = require("prometheus_client", "train")
-        try:
-            self._server, _ = prom.start_http_server(port, addr="127.0.0.1",
-                                                     registry=self.registry)
-        except OSError as exc:
-            raise TrainError(
-                f"cannot serve trainer metrics on 127.0.0.1:{port} ({exc}): free the port or "
-                "set another FRESHREC_TRAIN_METRICS_PORT"
-            ) from None
+        self._endpoint.serve(port)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._endpoint.close()
 
     def watch_outbox(self, outbox: TrackingOutbox | None) -> None:
         """Report this outbox's backlog and failures at each scrape."""
