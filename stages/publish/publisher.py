@@ -8,6 +8,11 @@ moves to it (MLflow reserves that alias: it resolves to the newest version); `pr
 when the quality gate passes. On start the publisher rebuilds what it holds from the registry
 (the last version's chain), so a restart continues the chain.
 
+After each registration (and once at start) the retention policy (`core.retention`,
+`FRESHREC_PUBLISH_KEEP_VERSIONS`) deletes the versions that neither the newest N, production,
+rollback nor a kept delta's chain needs, with their artifacts, and the trainer exports already
+folded into a registered version beyond the newest `FRESHREC_PUBLISH_KEEP_TRAINER_EXPORTS`.
+
 A publisher stopped between creating a version and deciding its gate (SIGKILL, MLflow away)
 never registers that publish_seq again: a restart, or the next cycle, finds the version by its
 `freshrec.publish_seq` tag, adopts it (decides its gate, moves `production`) and continues from
