@@ -184,6 +184,7 @@ redis.call('HINCRBY', KEYS[5], 'dead_letters', tonumber(ARGV[6]))
 redis.call('HINCRBY', KEYS[5], 'events_in:' .. tp, events)
 redis.call('HINCRBY', KEYS[5], 'samples_out:' .. tp, n)
 redis.call('HINCRBY', KEYS[5], 'dead_letters:' .. tp, tonumber(ARGV[6]))
+redis.call('LTRIM', KEYS[4], -10000, -1)  -- gaps: the newest 10,000 lines (as the trainer's)
 return {1, last + 1, seq, epoch, reset, idsv}
 """
 
