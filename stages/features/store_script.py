@@ -1,0 +1,118 @@
+"""The feature store's write script (Lua, run atomically by Redis with EVALSHA).
+
+Its contract, keys and arguments are described in `stages/features/store.py`, which registers
+it and is its only caller; it lives here so that the adapter module stays readable.
+"""
+
+WRITE_LUA = """
+redis.call('SET', KEYS[6], ARGV[18], 'NX')
+local epoch = redis.call('GET', KEYS[6])
+local tid = ARGV[17]
+local reset = 0
+if tid ~= '' then
+  local known = redis.call('HGET', KEYS[1], 'topic_id')
+  if known and known ~= tid then
+    if redis.call('HEXISTS', KEYS[1], 'retired:' .. tid) == 1 then
+      redis.call('HINCRBY', KEYS[5], 'stale_skipped', tonumber(ARGV[4]))
+      return {3, 0, 0, epoch, 0, -1}
+    end
+    local all = redis.call('HGETALL', KEYS[1])
+    local parts, stored = {}, 0
+    for i = 1, #all, 2 do
+      if string.match(all[i], '^%d+$') then
+        parts[#parts + 1] = all[i]
+        stored = stored + tonumber(all[i + 1])
+      end
+    end
+    for _, p in ipairs(parts) do
+      redis.call('HSET', KEYS[1], p, '0')
+    end
+    redis.call('HSET', KEYS[1], 'retired:' .. known, '1')
+    local now = redis.call('TIME')
+    redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
+      kind='topic_reset', topic=ARGV[14], old_topic_id=known, new_topic_id=tid,
+      partitions=#parts, stored_offsets=stored,
+      time_ms=tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}))
+    redis.call('HINCRBY', KEYS[5], 'gaps', 1)
+    redis.call('HINCRBY', KEYS[5], 'topic_resets', 1)
+    redis.call('HINCRBY', KEYS[5], 'topic_resets:' .. ARGV[14], 1)
+    reset = 1
+  end
+  if known ~= tid then
+    redis.call('HSET', KEYS[1], 'topic_id', tid)
+  end
+end
+local wm = redis.call('HGET', KEYS[1], ARGV[1])
+local first = tonumber(ARGV[2])
+local last = tonumber(ARGV[3])
+local events = tonumber(ARGV[4])
+local tp = ARGV[14] .. ':' .. ARGV[1]
+if wm then
+  wm = tonumber(wm)
+  if last < wm then
+    redis.call('HINCRBY', KEYS[5], 'duplicates_skipped', events)
+    redis.call('HINCRBY', KEYS[5], 'duplicates_skipped:' .. tp, events)
+    return {0, wm, 0, epoch, reset, -1}
+  end
+  if first < wm then
+    return {2, wm, 0, epoch, reset, -1}
+  end
+end
+local idsv = -1
+if ARGV[19] ~= '' then
+  idsv = tonumber(redis.call('HGET', KEYS[7], '#v') or '0')
+  if idsv ~= tonumber(ARGV[19]) then
+    return {4, wm or 0, 0, epoch, reset, idsv}
+  end
+  idsv = idsv + 1
+end
+if wm and first > wm then
+  redis.call('RPUSH', KEYS[4], cjson.encode({schema_version=1, stage='features',
+    kind='offset_gap', topic=ARGV[14], partition=tonumber(ARGV[1]), expected=wm, got=first}))
+  redis.call('HINCRBY', KEYS[5], 'gaps', 1)
+end
+local seq = 0
+local n = tonumber(ARGV[5])
+if n > 0 then
+  seq = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'v', ARGV[8], 'seq', tostring(seq),
+    'n', ARGV[5], 'src', ARGV[9], 'label', ARGV[10], 'dense', ARGV[11], 'ids', ARGV[12],
+    'ts', ARGV[13])
+end
+local ngaps, nwin = tonumber(ARGV[22]), tonumber(ARGV[23])
+for i = 24, 23 + ngaps do
+  redis.call('RPUSH', KEYS[4], ARGV[i])
+  redis.call('HINCRBY', KEYS[5], 'gaps', 1)
+end
+if idsv >= 0 then
+  local fields = {'#v', tostring(idsv)}
+  local from = 24 + ngaps
+  for i = from, from + 2 * nwin - 1 do
+    fields[#fields + 1] = ARGV[i]
+  end
+  redis.call('HSET', KEYS[7], unpack(fields))
+  if #ARGV >= from + 2 * nwin then
+    redis.call('HDEL', KEYS[7], unpack(ARGV, from + 2 * nwin, #ARGV))
+  end
+  if ARGV[20] ~= '0' then
+    redis.call('HINCRBY', KEYS[5], 'duplicates_dropped_by_id', tonumber(ARGV[20]))
+    redis.call('HINCRBY', KEYS[5], 'duplicates_dropped_by_id:' .. tp, tonumber(ARGV[20]))
+  end
+  if ARGV[21] ~= '0' then
+    redis.call('HINCRBY', KEYS[5], 'dedupe_unchecked', tonumber(ARGV[21]))
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[15])
+if ARGV[16] ~= '0' then
+  redis.call('HINCRBY', KEYS[5], 'duplicates_skipped', tonumber(ARGV[16]))
+  redis.call('HINCRBY', KEYS[5], 'duplicates_skipped:' .. tp, tonumber(ARGV[16]))
+end
+redis.call('HINCRBY', KEYS[5], 'events_in', events)
+redis.call('HINCRBY', KEYS[5], 'samples_out', n)
+redis.call('HINCRBY', KEYS[5], 'dead_letters', tonumber(ARGV[6]))
+redis.call('HINCRBY', KEYS[5], 'events_in:' .. tp, events)
+redis.call('HINCRBY', KEYS[5], 'samples_out:' .. tp, n)
+redis.call('HINCRBY', KEYS[5], 'dead_letters:' .. tp, tonumber(ARGV[6]))
+redis.call('LTRIM', KEYS[4], -10000, -1)  -- gaps: the newest 10,000 lines (as the trainer's)
+return {1, last + 1, seq, epoch, reset, idsv}
+"""
