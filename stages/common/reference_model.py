@@ -17,6 +17,15 @@ DCN (DCN-v2, "full-matrix" cross network, parallel structure, Wang et al. 2021):
             x_{l+1} = x0 * (x_l @ cross/<l>/kernel + cross/<l>/bias) + x_l,   x_0 = x0,
             logit = head(concat(x_L, deep(x0))).
 The probability is sigmoid(logit). Computed in float64 for a stable reference.
+
+A schema's layout (`ModelSpec.groups`, see `stages/common/layout.py`) generalises E: group g
+takes the first `dim_g` floats of its slots' rows, weighted by `ModelSpec.slot_weights(ids)`
+(1 for a single slot; 1 or 1/count for a pooled multi field, 0 on padding) and summed; x0 is
+the deep groups' vectors, then x. Crosses are wide-only groups: only their wide weight counts,
+weighted like every slot: wide = sum_s weight_s * wide_weight(id_s). Dense inputs marked
+`standardize` are replaced by (x - norm/mean) / sqrt(norm/var + 1e-3) (dense weights [n_dense]
+kept by the trainer as running statistics; 0 and 1 on the other columns) before both parts.
+The Criteo layout (one slot per group at full width, nothing standardised) is exactly E above.
 """
 
 from __future__ import annotations
@@ -32,14 +41,17 @@ def lookup_rows(
     table_ids: npt.NDArray[np.uint64],
     table_rows: npt.NDArray[np.float32],
     ids: npt.NDArray[np.uint64],
+    fallback: npt.NDArray[np.uint64] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Rows for ids uint64[n, F] -> float64[n, F, w]; `table_ids` sorted ascending.
 
-    An absent id falls back to its field's fallback row, or zeros when that is absent too.
+    An absent id falls back to its slot's fallback row (`fallback` uint64[F], default the
+    Criteo layout's, `ModelSpec.fallback_ids()`), or zeros when that is absent too.
     """
     n, n_fields = ids.shape
     width = table_rows.shape[1]
-    fallback = fallback_ids(n_fields)
+    if fallback is None:
+        fallback = fallback_ids(n_fields)
     wanted = np.where(_present(table_ids, ids), ids, fallback[None, :])
     present = _present(table_ids, wanted)
     pos = np.searchsorted(table_ids, wanted)
@@ -68,17 +80,33 @@ def logits(
     dense_weights: dict[str, npt.NDArray[np.float32]],
     rows: npt.NDArray[np.float64],
     x: npt.NDArray[np.float32],
+    slot_weights: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """float64[n] logits from looked-up rows float[n, F, w] and dense inputs float[n, 13]."""
+    """float64[n] logits from looked-up rows float[n, F, w] and dense inputs float[n, D];
+    `slot_weights` float[n, F] (`ModelSpec.slot_weights`) is needed unless `spec.simple`."""
     w = {k: np.asarray(v, dtype=np.float64) for k, v in dense_weights.items()}
     d = spec.embedding_dim
     n = rows.shape[0]
     xd = np.asarray(x, dtype=np.float64)
-    x0 = np.concatenate([rows[:, :, :d].reshape(n, -1), xd], axis=1)
+    if spec.simple:
+        x0 = np.concatenate([rows[:, :, :d].reshape(n, -1), xd], axis=1)
+        sw = np.ones(rows.shape[:2])
+    else:
+        if slot_weights is None:
+            raise ValueError("a model with pooled, narrow or wide-only groups needs slot_weights")
+        sw = np.asarray(slot_weights, dtype=np.float64)
+        if any(spec.standardize):
+            xd = (xd - w["norm/mean"]) / np.sqrt(w["norm/var"] + 1e-3)
+        parts = []
+        for g in spec.input_groups:
+            if g.deep:
+                cols = slice(g.first, g.first + g.n_slots)
+                parts.append((rows[:, cols, : g.dim] * sw[:, cols, None]).sum(axis=1))
+        x0 = np.concatenate([*parts, xd], axis=1)
     deep = _mlp(spec, w, x0)
     if spec.model_type == "wide_deep":
         out = deep @ w["head/kernel"] + w["head/bias"]
-        wide = rows[:, :, d].sum(axis=1, keepdims=True) + xd @ w["wide/kernel"] + w["wide/bias"]
+        wide = (rows[:, :, d] * sw).sum(axis=1, keepdims=True) + xd @ w["wide/kernel"] + w["wide/bias"]
         return (out + wide)[:, 0]
     xl = x0
     for layer in range(spec.cross_layers):
@@ -91,6 +119,8 @@ def predict(
     model: ModelExport, x: npt.NDArray[np.float32], ids: npt.NDArray[np.uint64]
 ) -> npt.NDArray[np.float64]:
     """Click probabilities float64[n] of a full export (sorted ids) for model inputs."""
-    rows = lookup_rows(model.ids, model.rows, ids)
-    z = logits(model.spec, model.dense, rows, x)
+    spec = model.spec
+    rows = lookup_rows(model.ids, model.rows, ids, spec.fallback_ids())
+    weights = None if spec.simple else spec.slot_weights(ids)
+    z = logits(spec, model.dense, rows, x, weights)
     return 1.0 / (1.0 + np.exp(-z))

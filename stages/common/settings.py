@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stages.common.errors import ConfigError
+from stages.common.schema import FeatureSchema, load_schema
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:(\d{1,5})$")
 # The embedded Redis's generated password: <state_dir>/services/redis/<this file> (mode 0600),
@@ -65,6 +66,12 @@ class CommonSettings(BaseSettings):
         description="Services `freshrec infra up` starts itself even though their address is set "
         "(comma-separated: kafka,redis,mlflow,prefect), e.g. to run the embedded ones on other "
         "loopback ports.",
+    )
+    feature_schema: str = Field(
+        "criteo",
+        validation_alias=AliasChoices("FRESHREC_SCHEMA", "feature_schema"),
+        description="The feature schema every stage reads events with: a bundled preset "
+        "(criteo, ecommerce) or the path of a YAML file (see the README's 'Your own events').",
     )
     checkpoint_dir: Path | None = Field(
         None, description="Trainer checkpoints; default: <state_dir>/checkpoints."
@@ -195,6 +202,10 @@ class CommonSettings(BaseSettings):
         if password is not None:
             self.redis_password = SecretStr(password)
             self.model_fields_set.discard("redis_password")  # found, not set by the user
+
+    def schema(self) -> FeatureSchema:
+        """The feature schema named by FRESHREC_SCHEMA, validated (SchemaError if not)."""
+        return load_schema(self.feature_schema)
 
     def refreshed(self) -> CommonSettings:
         """These settings with the embedded Redis's password picked up again: for a process
