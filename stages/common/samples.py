@@ -1,37 +1,78 @@
 """Training samples and their stored form: one block of samples per Redis stream entry.
 
-A block is columnar and little-endian, schema version 1. Stream entry fields (all bytes):
+A block is columnar and little-endian, sample schema version 2. Stream entry fields (all bytes):
 
-    v      b"1"                       schema version
-    seq    decimal                    block sequence number, 1, 2, 3, ... over the whole store;
+    v       b"2"                      sample schema version
+    schema  16 hex digits             the feature schema's hash (`FeatureSchema.schema_hash`) the
+                                      block was made with: it fixes D, S and what each column means
+    seq     decimal                   block sequence number, 1, 2, 3, ... over the whole store;
                                       a reader that sees seq jump knows blocks were trimmed
-    n      decimal                    rows in the block
-    src    b"topic/partition/first/last"  the Kafka offsets the rows came from (inclusive)
-    label  uint8[n]                   0/1
-    dense  float32[n, 13]             transformed dense features (`transform.dense_transform`)
-    ids    uint64[n, 26]              feature ids (`hashing.feature_ids`), admission NOT applied
-    ts     int64[n]                   event time, ms since the epoch
+    n       decimal                   rows in the block
+    src     b"topic/partition/first/last"  the Kafka offsets the rows came from (inclusive)
+    label   uint8[n]                  0/1
+    dense   float32[n, D]             dense model inputs (`layout.Transform.dense`), D = n_dense
+    ids     uint64[n, S]              feature ids (`layout.Transform.ids`), S = n_slots,
+                                      admission NOT applied
+    ts      int64[n]                  event time, ms since the epoch
 
 Rows keep their Kafka order within a block; blocks of different partitions interleave.
+A reader states the layout it expects (`decode_block(fields, expected)`): a block of another
+schema is refused with SchemaError, never reshaped. Version-1 blocks (before schemas, no
+`schema` field) are refused with ContractError.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from stages.common.criteo import N_CATS, N_DENSE
 from stages.common.errors import ContractError
+from stages.common.schema import FeatureSchema, SchemaError
 
-SAMPLE_SCHEMA_VERSION = 1
-_FIELDS = {b"v", b"seq", b"n", b"src", b"label", b"dense", b"ids", b"ts"}
+SAMPLE_SCHEMA_VERSION = 2
+_FIELDS = {b"v", b"schema", b"seq", b"n", b"src", b"label", b"dense", b"ids", b"ts"}
+
+
+class ExpectedLayout(Protocol):
+    """What a reader expects of a block: `layout.Layout` or `BlockLayout`."""
+
+    @property
+    def schema_hash(self) -> str: ...
+
+    @property
+    def n_dense(self) -> int: ...
+
+    @property
+    def n_slots(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """The shape of the samples of one schema: its hash, D dense inputs, S id slots."""
+
+    schema_hash: str
+    n_dense: int
+    n_slots: int
+
+    @staticmethod
+    def of(layout: ExpectedLayout) -> BlockLayout:
+        return BlockLayout(layout.schema_hash, layout.n_dense, layout.n_slots)
+
+    @staticmethod
+    def for_schema(schema: FeatureSchema) -> BlockLayout:
+        """The stored shape of `schema`'s samples (embedding dimensions do not change it)."""
+        from stages.common.layout import compile_layout
+
+        return BlockLayout.of(compile_layout(schema, 1))
 
 
 @dataclass(frozen=True)
 class SampleBatch:
-    """Samples in columns: label uint8[n], dense float32[n, 13], ids uint64[n, 26], ts int64[n]."""
+    """Samples in columns: label uint8[n], dense float32[n, D], ids uint64[n, S], ts int64[n]
+    (D and S: the schema's layout)."""
 
     label: npt.NDArray[np.uint8]
     dense: npt.NDArray[np.float32]
@@ -48,15 +89,23 @@ class SampleBatch:
         )
 
     @staticmethod
-    def concat(batches: list[SampleBatch]) -> SampleBatch:
-        """The rows of all batches, in order. An empty list gives an empty batch."""
+    def empty(n_dense: int, n_slots: int) -> SampleBatch:
+        """No rows, of D = `n_dense` dense inputs and S = `n_slots` id slots."""
+        return SampleBatch(
+            np.empty(0, np.uint8),
+            np.empty((0, n_dense), np.float32),
+            np.empty((0, n_slots), np.uint64),
+            np.empty(0, np.int64),
+        )
+
+    @staticmethod
+    def concat(batches: list[SampleBatch], layout: ExpectedLayout | None = None) -> SampleBatch:
+        """The rows of all batches, in order. An empty list gives an empty batch of `layout`'s
+        widths (ValueError without one: the widths depend on the schema)."""
         if not batches:
-            return SampleBatch(
-                np.empty(0, np.uint8),
-                np.empty((0, N_DENSE), np.float32),
-                np.empty((0, N_CATS), np.uint64),
-                np.empty(0, np.int64),
-            )
+            if layout is None:
+                raise ValueError("SampleBatch.concat([]) needs the layout for its widths")
+            return SampleBatch.empty(layout.n_dense, layout.n_slots)
         return SampleBatch(
             np.concatenate([b.label for b in batches]),
             np.concatenate([b.dense for b in batches]),
@@ -77,20 +126,23 @@ class SourceRange:
 
 @dataclass(frozen=True)
 class SampleBlock:
-    """One stored block: its sequence number, origin and rows."""
+    """One stored block: its sequence number, origin, rows and the schema hash they were made
+    with."""
 
     seq: int
     source: SourceRange
     samples: SampleBatch
+    schema_hash: str = ""
 
 
 def encode_block(
-    samples: SampleBatch, source: SourceRange, seq: int | None = None
+    samples: SampleBatch, source: SourceRange, schema_hash: str, seq: int | None = None
 ) -> dict[bytes, bytes]:
-    """The stream-entry fields of a block. `seq=None` leaves `seq` out (the writer's atomic
-    script assigns it)."""
+    """The stream-entry fields of a block of samples made with the schema of `schema_hash`.
+    `seq=None` leaves `seq` out (the writer's atomic script assigns it)."""
     fields = {
         b"v": b"%d" % SAMPLE_SCHEMA_VERSION,
+        b"schema": schema_hash.encode(),
         b"n": b"%d" % len(samples),
         b"src": b"%s/%d/%d/%d"
         % (source.topic.encode(), source.partition, source.first_offset, source.last_offset),
@@ -104,23 +156,40 @@ def encode_block(
     return fields
 
 
-def decode_block(fields: dict[bytes, bytes]) -> SampleBlock:
-    """Parse a stream entry; ContractError on a wrong version, unknown fields or bad sizes."""
+def block_schema(fields: dict[bytes, bytes]) -> str | None:
+    """The schema hash a stored block names (None: a version-1 block, made before schemas)."""
+    value = fields.get(b"schema")
+    return None if value is None else value.decode("ascii", "replace")
+
+
+def decode_block(fields: dict[bytes, bytes], expected: ExpectedLayout) -> SampleBlock:
+    """Parse a stream entry made with the schema `expected` describes (a `layout.Layout` or a
+    `BlockLayout`). SchemaError when the block names another schema (the message names both);
+    ContractError on a wrong version, unknown fields or bad sizes."""
     unknown = set(fields) - _FIELDS
     if unknown:
         raise ContractError(f"sample block has unknown fields {sorted(unknown)!r}")
     if fields.get(b"v") != b"%d" % SAMPLE_SCHEMA_VERSION:
         raise ContractError(
             f"sample block schema version {fields.get(b'v')!r}, this build reads "
-            f"{SAMPLE_SCHEMA_VERSION}: upgrade the reader or drain the store"
+            f"{SAMPLE_SCHEMA_VERSION}: upgrade the reader, or drain the store (or give this "
+            "pipeline a new FRESHREC_REDIS_NAMESPACE)"
+        )
+    schema = block_schema(fields)
+    if schema != expected.schema_hash:
+        raise SchemaError(
+            f"sample block {fields.get(b'seq', b'?').decode('ascii', 'replace')} was made with "
+            f"feature schema {schema}, this reader expects {expected.schema_hash}: set "
+            "FRESHREC_SCHEMA to the schema the store was written with, or give this pipeline a "
+            "new FRESHREC_REDIS_NAMESPACE"
         )
     try:
         n = int(fields[b"n"])
         topic, partition, first, last = fields[b"src"].decode().rsplit("/", 3)
         samples = SampleBatch(
             np.frombuffer(fields[b"label"], dtype="<u1"),
-            np.frombuffer(fields[b"dense"], dtype="<f4").reshape(n, N_DENSE),
-            np.frombuffer(fields[b"ids"], dtype="<u8").reshape(n, N_CATS),
+            np.frombuffer(fields[b"dense"], dtype="<f4").reshape(n, expected.n_dense),
+            np.frombuffer(fields[b"ids"], dtype="<u8").reshape(n, expected.n_slots),
             np.frombuffer(fields[b"ts"], dtype="<i8"),
         )
         seq = int(fields[b"seq"])
@@ -128,4 +197,5 @@ def decode_block(fields: dict[bytes, bytes]) -> SampleBlock:
         raise ContractError(f"malformed sample block: {exc}") from None
     if len(samples.label) != n or len(samples.event_time_ms) != n:
         raise ContractError(f"sample block says n={n} but its columns disagree")
-    return SampleBlock(seq, SourceRange(topic, int(partition), int(first), int(last)), samples)
+    source = SourceRange(topic, int(partition), int(first), int(last))
+    return SampleBlock(seq, source, samples, expected.schema_hash)

@@ -51,6 +51,9 @@ class StoreSource:
     """The live sample stream, read after `position`, one chunk per block (so a window can end
     at any block and the checkpoint holds that block's position). Never exhausted.
 
+    Blocks are decoded with the store's layout (the trainer's schema): a block of another schema
+    stops the trainer with SchemaError (see `store.SampleStore`).
+
     A store that lost its data (Redis restarted empty or flushed) is noticed by its `epoch`
     key (or, for a position of an older checkpoint without one, by a block counter below the
     position): the reset is logged and counted (`resets`), and the new store is read from its
@@ -96,11 +99,12 @@ class StoreSource:
     def _chunks(self, entries: list[Entry]) -> list[Chunk]:
         chunks = []
         duplicates = 0
+        layout = self.store.layout
         for entry in entries:
             adv = advance(self.position, [entry])
             self.position = adv.position
             duplicates += adv.duplicates
-            samples = adv.blocks[0].samples if adv.blocks else SampleBatch.concat([])
+            samples = adv.blocks[0].samples if adv.blocks else SampleBatch.concat([], layout)
             chunks.append(
                 Chunk(samples, adv.position.seq, adv.position.seq,
                       _token(adv.position), adv.gaps, adv.position)

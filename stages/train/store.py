@@ -5,6 +5,9 @@ Blocks are read in stream order after a `StorePosition` (exclusive), never twice
 `core.positions.advance`; `report_gaps` records them in the store (the `gaps` list, as
 `stages.common.gaps.TrimmedBlocksRecord` lines, and the `trainer_missed_blocks` counter) besides
 the trainer's own log and MLflow metric.
+
+Every block is decoded with the layout of the trainer's feature schema: a block written with
+another schema stops the reader with SchemaError (`samples.decode_block`), it is never reshaped.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from stages.common import keys
 from stages.common.errors import ServiceUnavailable, TrainError, require
 from stages.common.gaps import TrimmedBlocksRecord
-from stages.common.samples import SampleBlock, decode_block
+from stages.common.samples import BlockLayout, ExpectedLayout, SampleBlock, decode_block
+from stages.common.schema import FeatureSchema
 from stages.common.settings import CommonSettings
 from stages.train.core.positions import SeqGap, StorePosition
 
@@ -29,24 +33,39 @@ GAPS_KEEP = 10_000  # lines of the `gaps` list kept (the newest); the counters k
 Entry = tuple[str, SampleBlock]
 
 
-class SampleStore:
-    """Reads sample blocks of one namespace. Build it with `from_settings`; `close()` after."""
+def _default_schema() -> FeatureSchema:
+    from stages.common.schema import load_schema
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    return load_schema(CommonSettings.model_fields["feature_schema"].default)
+
+
+class SampleStore:
+    """Reads sample blocks of one namespace, made with the schema `layout` describes (a
+    `layout.Layout` or `samples.BlockLayout`; None: the default preset of FRESHREC_SCHEMA, for
+    tests and tools). Build it with `from_settings`; `close()` after."""
+
+    def __init__(
+        self, client: redis.Redis, namespace: str, layout: ExpectedLayout | None = None
+    ) -> None:
         self._client = client
         self.namespace = namespace
         self._stream = keys.samples_stream(namespace)
+        self.layout = BlockLayout.of(layout or BlockLayout.for_schema(_default_schema()))
 
     @classmethod
-    def from_settings(cls, common: CommonSettings) -> SampleStore:
-        """A store on `FRESHREC_REDIS_URL`; ServiceUnavailable when Redis does not answer."""
+    def from_settings(
+        cls, common: CommonSettings, layout: ExpectedLayout | None = None
+    ) -> SampleStore:
+        """A store on `FRESHREC_REDIS_URL` reading blocks of `layout` (None: the schema of
+        FRESHREC_SCHEMA); ServiceUnavailable when Redis does not answer."""
         redis_mod: Any = require("redis", "train")
         password = common.redis_password.get_secret_value() if common.redis_password else None
         kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
         if password is not None:
             kwargs["password"] = password
         client = redis_mod.Redis.from_url(common.redis_url, **kwargs)
-        store = cls(client, common.redis_namespace)
+        layout = layout or BlockLayout.for_schema(common.schema())
+        store = cls(client, common.redis_namespace, layout)
         store._call(client.ping)
         return store
 
@@ -77,7 +96,9 @@ class SampleStore:
         return int(self._call(self._client.get, keys.samples_seq(self.namespace)) or 0)
 
     def _decode(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
-        return [(entry_id.decode(), decode_block(fields)) for entry_id, fields in raw]
+        """SchemaError on a block of another schema (decode_block)."""
+        layout = self.layout
+        return [(entry_id.decode(), decode_block(fields, layout)) for entry_id, fields in raw]
 
     def read(self, position: StorePosition, count: int, block_seconds: float) -> list[Entry]:
         """Up to `count` entries `(entry_id, block)` after `position`, in stream order, waiting
