@@ -19,6 +19,13 @@ Series (prefix `freshrec_features_`): `events_in_total`, `samples_out_total`,
 `store_resets_total`, `redis_retries_total`, `kafka_retries_total`, `commit_failures_total`
 (counters, since this worker started); `batches`, `consumer_lag{partition}`,
 `consumer_lag_total`, `idle_seconds` (gauges); `info` (group, topic, consumer).
+
+The sample stream's retention, store-wide (all workers of the namespace), read from Redis at
+scrape time (NaN when Redis does not answer within `STORE_TIMEOUT_S`): `stream_bytes` and
+`stream_blocks` (what the stream holds, as the write script counts it), `stream_budget_bytes`
+(this worker's `retention_mb`), `retention_trimmed_blocks_total` and
+`retention_trimmed_samples_total` (blocks and samples the retention dropped since the store
+began, read or not).
 """
 
 from __future__ import annotations
@@ -29,17 +36,21 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from stages.common import keys
 from stages.common.errors import FeaturesError, require
 from stages.common.metrics_http import MetricsEndpoint
 from stages.common.settings import CommonSettings, kafka_client_config
 from stages.features.pipeline import FeaturesRuntime
 from stages.features.settings import FeaturesSettings
+from stages.features.store import stream_bytes_key, stream_index_key
 
 log = logging.getLogger("freshrec.features")
 
 PREFIX = "freshrec_features"
 #: How long one scrape waits for the broker's high watermark of one partition.
 LAG_TIMEOUT_S = 2.0
+#: How long one scrape waits for Redis (the stream's retention series).
+STORE_TIMEOUT_S = 2.0
 
 #: (counter attribute of RunCounters, series name without prefix and `_total`, help)
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
@@ -81,6 +92,8 @@ class FeaturesMetrics:
         info.info({"group": settings.group, "topic": common.topic_events,
                    "consumer": settings.consumer})
         self.registry.register(_RuntimeCollector(runtime, common.topic_events, self._watermarks))
+        self._retention = _Retention(common, settings.retention_mb << 20)
+        self.registry.register(self._retention)
 
     def serve(self, port: int) -> None:
         """Serve `/metrics` on 127.0.0.1:`port`; FeaturesError when the port is taken."""
@@ -88,6 +101,7 @@ class FeaturesMetrics:
             self._endpoint.serve(port)
         except FeaturesError:
             self._watermarks.close()
+            self._retention.close()
             raise
         log.info("features: Prometheus metrics on http://127.0.0.1:%d/metrics", port)
 
@@ -95,6 +109,7 @@ class FeaturesMetrics:
         """Stop the server (idempotent): the port is closed when this returns."""
         self._endpoint.close()
         self._watermarks.close()
+        self._retention.close()
 
 
 class _Watermarks:
@@ -131,6 +146,67 @@ class _Watermarks:
                     self._client.close()
                 except Exception as exc:  # noqa: BLE001 - closing a read-only client
                     log.debug("closing the metrics Kafka client: %r", exc)
+                self._client = None
+
+
+class _Retention:
+    """The sample stream's retention series, read from Redis at scrape time (a lazily made
+    synchronous client of its own; one scrape at a time uses it)."""
+
+    def __init__(self, common: CommonSettings, budget: int) -> None:
+        self._common = common
+        self._budget = budget
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def _read(self) -> list[float]:
+        """[bytes, blocks, trimmed blocks, trimmed samples]; NaNs when Redis does not answer."""
+        ns = self._common.redis_namespace
+        with self._lock:
+            try:
+                if self._client is None:
+                    redis: Any = require("redis", "features")
+                    secret = self._common.redis_password
+                    self._client = redis.Redis.from_url(
+                        self._common.redis_url,
+                        password=secret.get_secret_value() if secret else None,
+                        socket_timeout=STORE_TIMEOUT_S,
+                        socket_connect_timeout=STORE_TIMEOUT_S,
+                    )
+                pipe = self._client.pipeline(transaction=False)
+                pipe.get(stream_bytes_key(ns))
+                pipe.llen(stream_index_key(ns))
+                pipe.hmget(keys.counters(ns), "retention_trimmed_blocks",
+                           "retention_trimmed_samples")
+                size, blocks, (trimmed, rows) = pipe.execute()
+                return [float(v or 0) for v in (size, blocks, trimmed, rows)]
+            except Exception as exc:  # noqa: BLE001 - reported as nan; the worker logs outages
+                log.debug("stream retention unknown: %r", exc)
+                return [math.nan] * 4
+
+    def collect(self) -> Iterator[Any]:
+        core: Any = require("prometheus_client.core", "features")
+        size, blocks, trimmed, rows = self._read()
+        yield core.GaugeMetricFamily(
+            f"{PREFIX}_stream_bytes", "Bytes of sample blocks in the Redis stream (their "
+            "field values, as the retention counts them; all workers).", value=size)
+        yield core.GaugeMetricFamily(f"{PREFIX}_stream_blocks",
+                                     "Sample blocks in the Redis stream (all workers).",
+                                     value=blocks)
+        yield core.GaugeMetricFamily(f"{PREFIX}_stream_budget_bytes",
+                                     "The stream's byte bound (FRESHREC_FEATURES_RETENTION_MB).",
+                                     value=self._budget)
+        yield core.CounterMetricFamily(
+            f"{PREFIX}_retention_trimmed_blocks", "Oldest sample blocks the retention dropped "
+            "from the stream since the store began (all workers).", value=trimmed)
+        yield core.CounterMetricFamily(
+            f"{PREFIX}_retention_trimmed_samples", "Samples in the blocks the retention "
+            "dropped since the store began (all workers).", value=rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
                 self._client = None
 
 

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings
 
 from stages.common.settings import settings_config
 
+#: The default byte bound of the sample stream, in MiB (`FeaturesSettings.retention_mb`).
+DEFAULT_RETENTION_MB = 256
+
 
 class FeaturesSettings(BaseSettings):
     """The Faust worker that turns events into samples. Env prefix `FRESHREC_FEATURES_`."""
@@ -45,9 +48,20 @@ class FeaturesSettings(BaseSettings):
     retention_blocks: int = Field(
         20_000,
         ge=10,
-        description="Sample blocks kept in the Redis stream (XADD MAXLEN ~); one block holds the "
-        "rows of one partition in one micro-batch (at most batch_max rows). Older blocks are "
-        "trimmed; a reader sees the jump in block seq numbers.",
+        description="Most sample blocks kept in the Redis stream (a second bound beside "
+        "retention_mb); one block holds the rows of one partition in one micro-batch (at most "
+        "batch_max rows). Older blocks are trimmed; a reader sees the jump in block seq numbers.",
+    )
+    retention_mb: int = Field(
+        DEFAULT_RETENTION_MB,
+        ge=1,
+        le=1 << 20,
+        description="Most MiB of sample blocks (their field values, ~269 bytes a sample) kept "
+        "in the Redis stream; the oldest blocks are trimmed first (counted as "
+        "retention_trimmed_blocks/_samples). Blocks grow when the worker lags, so a block "
+        "count alone does not bound Redis memory. 256 is ~1M samples, a quarter of the embedded "
+        "Redis's maxmemory (1gb, noeviction: a full Redis fails the writes), leaving room for "
+        "the event-id windows, the other keys and the allocator's overhead.",
     )
     dedupe_window: int = Field(
         131_072,

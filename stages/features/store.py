@@ -33,10 +33,11 @@ script (EVALSHA) that, atomically,
    from; otherwise the script stores nothing and returns MOVED with the version in force
    (another writer stored this partition meanwhile): the worker reloads the state and
    decides again;
-3. INCRs `samples:seq` (only when the batch has samples), XADDs the block with that seq
-   (`MAXLEN ~ retention`), pushes the gaps found inside the batch, sets the watermark to
-   last_offset + 1, writes the event-id windows the batch changed (HSET, `#v` + 1; HDEL of
-   evicted tags) and HINCRBYs `counters`: `events_in`, `samples_out`, `dead_letters`,
+3. INCRs `samples:seq` (only when the batch has samples), XADDs the block with that seq,
+   trims the oldest blocks to the retention bounds (see store_script.py), pushes the gaps
+   found inside the batch, sets the watermark to last_offset + 1, writes the event-id
+   windows the batch changed (HSET, `#v` + 1; HDEL of evicted tags) and HINCRBYs
+   `counters`: `events_in`, `samples_out`, `dead_letters`,
    `duplicates_dropped_by_id` (totals and `<name>:<topic>:<partition>`), `dedupe_unchecked`
    (total), so for every partition events_in = samples_out + dead_letters +
    duplicates_dropped_by_id.
@@ -62,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from stages.common import keys
 from stages.common.errors import FeaturesError
 from stages.common.samples import SourceRange, encode_block
+from stages.features.settings import DEFAULT_RETENTION_MB
 from stages.features.store_script import WRITE_LUA
 from stages.features.core import (
     DedupeConfig,
@@ -77,7 +79,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-
 class WriteStatus(Enum):
     """What the write script did with a partition batch."""
 
@@ -91,8 +92,9 @@ class WriteStatus(Enum):
 @dataclass(frozen=True)
 class WriteOutcome:
     """The script's answer: status, the partition watermark after it, the block seq (0: none),
-    the store epoch in force, whether this call reset the topic's watermarks, and the
-    partition's event-id state version after it (-1: not looked at)."""
+    the store epoch in force, whether this call reset the topic's watermarks, the
+    partition's event-id state version after it (-1: not looked at), and the blocks the
+    retention trimmed to make room."""
 
     status: WriteStatus
     watermark: int
@@ -100,6 +102,7 @@ class WriteOutcome:
     epoch: str
     reset: bool
     ids_version: int = -1
+    trimmed_blocks: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ class WriteReport:
     retired topic incarnation (`stale`), whether the topic's watermarks were reset
     (`topic_reset`), the store epoch the writes saw, the re-sent events dropped by event id
     (`dropped_by_id`, also in each written batch's `dropped_by_id`) and the samples stored
-    without an id check (`unchecked_ids`: older than the window, see core/dedupe.py)."""
+    without an id check (`unchecked_ids`: older than the window, see core/dedupe.py), and the
+    oldest blocks the retention trimmed from the stream (`trimmed_blocks`)."""
 
     written: list[PartitionBatch]
     duplicates: int
@@ -118,6 +122,7 @@ class WriteReport:
     epoch: str = ""
     dropped_by_id: int = 0
     unchecked_ids: int = 0
+    trimmed_blocks: int = 0
 
 
 def event_ids_key(namespace: str, topic: str, partition: int) -> bytes:
@@ -125,6 +130,16 @@ def event_ids_key(namespace: str, topic: str, partition: int) -> bytes:
     (under the watermarks' key, so in the same hash slot). Fields: `#v` (the state version)
     and one per source tag (`IdWindow.to_bytes`)."""
     return keys.offsets(namespace, topic) + b":ids:%d" % partition
+
+
+def stream_index_key(namespace: str) -> bytes:
+    """The Redis list indexing the sample stream for retention: `samples:index`."""
+    return keys.samples_stream(namespace) + b":index"
+
+
+def stream_bytes_key(namespace: str) -> bytes:
+    """The sample stream's byte total (a string, integer): `samples:bytes`."""
+    return keys.samples_stream(namespace) + b":bytes"
 
 
 class SampleStore:
@@ -140,12 +155,15 @@ class SampleStore:
         retention_blocks: int,
         epoch_candidate: str | None = None,
         dedupe: DedupeConfig | None = None,
+        retention_bytes: int = DEFAULT_RETENTION_MB << 20,
     ) -> None:
         """`epoch_candidate`: the store epoch this writer sets when the store has none
-        (default: a new random id). `dedupe`: the event-id check (None or window 0: off)."""
+        (default: a new random id). `dedupe`: the event-id check (None or window 0: off).
+        `retention_blocks`, `retention_bytes`: the stream's bounds (see store_script.py)."""
         self._client = client
         self._ns = namespace
         self._retention = b"%d" % retention_blocks
+        self._retention_bytes = b"%d" % retention_bytes
         self._epoch = (epoch_candidate or uuid.uuid4().hex).encode()
         self._script = client.register_script(WRITE_LUA)
         self._dedupe = dedupe if dedupe is not None and dedupe.window > 0 else None
@@ -164,7 +182,7 @@ class SampleStore:
         (`dropped_by_id`); the first copy of an id is the one stored.
         """
         written: list[PartitionBatch] = []
-        duplicates = stale = dropped = unchecked = 0
+        duplicates = stale = dropped = unchecked = trims = 0
         reset = False
         epoch = ""
         pending = [(batch, 0) for batch in batches]
@@ -182,6 +200,7 @@ class SampleStore:
                 epoch = outcome.epoch
                 if outcome.status is WriteStatus.WRITTEN:
                     written.append(kept)
+                    trims += outcome.trimmed_blocks
                     duplicates += trimmed
                     if verdict is not None:
                         dropped += verdict.dropped
@@ -214,7 +233,7 @@ class SampleStore:
             # Ours was adopted: the next store reset must get another id, or it would look
             # like this same incarnation to us.
             self._epoch = uuid.uuid4().hex.encode()
-        return WriteReport(written, duplicates, stale, reset, epoch, dropped, unchecked)
+        return WriteReport(written, duplicates, stale, reset, epoch, dropped, unchecked, trims)
 
     def _check(self, batch: PartitionBatch) -> tuple[PartitionBatch, Verdict | None]:
         """The batch without the samples whose event id was stored (from the cached state)."""
@@ -278,6 +297,7 @@ class SampleStore:
                 _text(r[3]),
                 bool(int(r[4])),
                 int(r[5]),
+                int(r[6]),
             )
             for r in replies
         ]
@@ -292,10 +312,12 @@ class SampleStore:
             keys.counters(ns),
             keys.store_epoch(ns),
             event_ids_key(ns, topic, partition),
+            stream_index_key(ns),
+            stream_bytes_key(ns),
         ]
 
     def _id_args(self, batch: PartitionBatch, verdict: Verdict | None) -> list[Any]:
-        """ARGV[19..]: expected state version ('' = no id check), dropped, unchecked, the gap
+        """ARGV[20..]: expected state version ('' = no id check), dropped, unchecked, the gap
         count, the window count; then the gaps, the (tag, window) pairs, the evicted tags."""
         gaps = [gap.to_json() for gap in batch.gaps]
         if verdict is None:
@@ -337,6 +359,7 @@ class SampleStore:
             b"%d" % trimmed,
             topic_id,
             self._epoch,
+            self._retention_bytes,
             *self._id_args(batch, verdict),
         ]
 
@@ -368,7 +391,6 @@ class SampleStore:
             "statistics snapshot kept conflicting with other writers (50 tries): too many "
             "workers on one namespace, or raise FRESHREC_FEATURES_STATS_INTERVAL_S"
         )
-
 
 
 def _text(value: Any) -> str:

@@ -15,10 +15,12 @@ import pytest
 import redis
 
 from infra.services import free_port
+from stages.common import keys
 from stages.common.settings import CommonSettings, load_settings
 from stages.features.readback import read_counters
 from stages.features.runner import FeaturesSummary, run_features
 from stages.features.settings import FeaturesSettings
+from stages.features.store import stream_bytes_key
 
 from .conftest import wait_for
 
@@ -99,6 +101,9 @@ def test_metrics_endpoint_counts_the_run(
         wait_for(scraped_all, 30, "/metrics to count 1000 events")
         assert thread.is_alive(), "the scrape must happen while the worker runs"
         stored = read_counters(client, common.redis_namespace)
+        ns = common.redis_namespace
+        in_stream = (int(client.get(stream_bytes_key(ns)) or 0),
+                     client.xlen(keys.samples_stream(ns)))
     finally:
         stop.set()
         thread.join(120)
@@ -130,6 +135,12 @@ def test_metrics_endpoint_counts_the_run(
     lag = {s.labels["partition"]: s.value for s in families["freshrec_features_consumer_lag"]}
     assert sorted(lag) == [str(p) for p in range(common.topic_partitions)], lag
     assert all(v == 0 for v in lag.values()), lag
+    # the stream's retention, store-wide, as the write script counts it (nothing trimmed)
+    gauge = {name: _value(families, f"freshrec_features_{name}", f"freshrec_features_{name}")
+             for name in ("stream_bytes", "stream_blocks", "stream_budget_bytes")}
+    assert (gauge["stream_bytes"], gauge["stream_blocks"]) == in_stream
+    assert in_stream[0] > 269 * samples and gauge["stream_budget_bytes"] == 256 << 20
+    assert counter("retention_trimmed_blocks") == counter("retention_trimmed_samples") == 0
     info = [s for f in families.values() for s in f if s.name == "freshrec_features_info"]
     assert len(info) == 1 and info[0].labels["group"] == settings.group, info
     # the server went down with the worker
