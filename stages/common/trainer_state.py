@@ -17,6 +17,8 @@ Schema version 1, compact JSON with exactly these fields:
     run_id          the trainer's MLflow run id, or null before it has one
     world_size      the Horovod ranks that saved the engine state
     missed_blocks   blocks found trimmed before they were read, over the trainer's life
+    feature_schema  the feature schema trained on, "<name>@<hash>" (`FeatureSchema.schema_id`);
+                    absent in checkpoints written before schemas (then: Criteo's)
 
 Checkpoints written before this contract carry `"version": 1` instead of `schema_version`; they
 are read as schema version 1 (the fields are the same), so they stay resumable and evaluable.
@@ -59,6 +61,7 @@ class CheckpointState(Contract):
     run_id: str | None
     world_size: int = Field(ge=1)
     missed_blocks: int = Field(ge=0)
+    feature_schema: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from stages.common.errors import ContractError, TrainError
+from stages.common.schema import FeatureSchema, SchemaError, load_schema
 from stages.common.trainer_state import CheckpointState, StorePointer
 from stages.train.core.positions import StorePosition
 
@@ -50,7 +51,8 @@ class TrainerState:
     trained window; replay_file/replay_rows: the replay in progress (absolute path) and its rows
     trained so far; export_seq: the last export sequence number written; last_full_seq: the
     last full export; run_id: the trainer's MLflow run; world_size: Horovod ranks that saved;
-    missed_blocks: blocks found trimmed before they were read, over the trainer's life.
+    missed_blocks: blocks found trimmed before they were read, over the trainer's life;
+    feature_schema: the schema trained on, "<name>@<hash>" (None: before schemas, Criteo's).
     """
 
     window: int = 0
@@ -63,6 +65,7 @@ class TrainerState:
     run_id: str | None = None
     world_size: int = 1
     missed_blocks: int = 0
+    feature_schema: str | None = None
 
     def record(self) -> CheckpointState:
         """The state.json record (the contract `freshrec evaluate` reads too)."""
@@ -79,6 +82,7 @@ class TrainerState:
             run_id=self.run_id,
             world_size=self.world_size,
             missed_blocks=self.missed_blocks,
+            feature_schema=self.feature_schema,
         )
 
     def to_json(self) -> str:
@@ -92,6 +96,19 @@ class TrainerState:
         return TrainerState(
             store=StorePosition(record.store.stream_id, record.store.seq, record.store.epoch),
             **fields
+        )
+
+
+def check_schema(path: Path, state: TrainerState, schema: FeatureSchema) -> None:
+    """SchemaError naming both schemas unless checkpoint `path` was trained on `schema` (one
+    written before schemas was trained on the Criteo preset): a trainer never silently starts
+    over, nor reads a model of other inputs."""
+    saved = state.feature_schema or load_schema("criteo").schema_id
+    if saved.rpartition("@")[2] != schema.schema_hash:
+        raise SchemaError(
+            f"checkpoint {path} was trained on feature schema {saved}, this trainer runs "
+            f"{schema.schema_id}: set FRESHREC_SCHEMA to the checkpoint's schema, or give this "
+            "trainer another FRESHREC_CHECKPOINT_DIR to start a new model"
         )
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from stages.common.errors import TrainError
+from stages.common.schema import FeatureSchema
 from stages.common.settings import CommonSettings
-from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
+from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState, check_schema
 from stages.train.core.engine_protocol import Engine, EngineConfig
 from stages.train.ranks import Ranks, ranks_of
 from stages.train.settings import TrainSettings
@@ -42,14 +43,17 @@ def default_engine(config: EngineConfig) -> Engine:
     return engine
 
 
-def _restore(engine: Engine, ranks: Ranks, checkpoints: Checkpoints) -> TrainerState:
+def _restore(
+    engine: Engine, ranks: Ranks, checkpoints: Checkpoints, schema: FeatureSchema
+) -> TrainerState:
     if ranks.rank == 0:
         checkpoints.clean_stale()
     ranks.barrier()
     latest = checkpoints.latest()
     if latest is None:
-        return TrainerState(world_size=ranks.size)
+        return TrainerState(world_size=ranks.size, feature_schema=schema.schema_id)
     path, state = latest
+    check_schema(path, state, schema)
     if state.world_size != ranks.size:
         raise TrainError(
             f"checkpoint {path} was written by {state.world_size} ranks, this job has "
@@ -57,7 +61,7 @@ def _restore(engine: Engine, ranks: Ranks, checkpoints: Checkpoints) -> TrainerS
         )
     engine.restore(path / ENGINE_DIR)
     log.info("restored %s: window %d, %d samples", path, state.window, state.samples)
-    return state
+    return replace(state, feature_schema=schema.schema_id)
 
 
 def run_trainer(
@@ -77,13 +81,14 @@ def run_trainer(
     """
     if max_windows is not None and max_windows < 1:
         raise TrainError(f"max_windows must be >= 1, got {max_windows}")
-    engine = (engine_factory or default_engine)(settings.engine_config())
+    schema = common.schema()
+    engine = (engine_factory or default_engine)(settings.engine_config(schema))
     ranks = ranks_of(engine.rank, engine.size)
     checkpoints = Checkpoints(common.checkpoints, settings.checkpoints_kept)
     if ranks.rank == 0:
         checkpoints.lock()  # one trainer per checkpoint directory
     try:
-        state = _restore(engine, ranks, checkpoints)
+        state = _restore(engine, ranks, checkpoints, schema)
         tracking = None
         if ranks.rank == 0:
             tracking = TrainerTracking.open(

@@ -1,8 +1,9 @@
-"""Replay a Criteo-format file through the trainer: one pass, in order.
+"""Replay a file of rows in the feature schema's format through the trainer: one pass, in order.
 
-Rows are validated like the ingest stage does (`criteo.VALID_ROW`, reasons from `row_error`);
-an invalid row is skipped and counted, not an error. Each valid row's event time is its 1-based
-line number (the file has no clock), so a replay is deterministic. The position is the number
+Rows are parsed and validated like the ingest stage does (the schema's row parser); an invalid
+row is skipped and counted, not an error. The model inputs are the schema's
+(`layout.Transform`). A valid row's event time is the schema's event-time field, or, without
+one, its 1-based line number (a file has no clock), so a replay is deterministic. The position is the number
 of lines consumed, so a replay killed and restarted with the same checkpoint directory resumes
 after the last checkpointed window.
 """
@@ -16,9 +17,13 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from stages.common.criteo import VALID_ROW, parse_valid_rows, row_error
 from stages.common.errors import TrainError
+from stages.common.layout import Transform, compile_layout
+from stages.common.raw import RawColumns
+from stages.common.schema import FeatureSchema, load_schema
 from stages.common.transform import to_samples
 from stages.train.sources import Chunk
 
@@ -34,10 +39,50 @@ def _open(path: Path) -> IO[bytes]:
         raise TrainError(f"cannot read replay file {path}: {exc}") from None
 
 
-class ReplaySource:
-    """Chunks of `chunk_rows` lines of a Criteo file, after skipping `skip_lines` lines."""
+class _Parsed:
+    """What the replay needs of a parse: the good rows, their indices among the lines, the
+    bad rows (index, reason), and event times (-1 where the schema has none)."""
 
-    def __init__(self, path: Path, skip_lines: int = 0, chunk_rows: int = 4096) -> None:
+    def __init__(self, raw: RawColumns, good_index: npt.NDArray[np.int64],
+                 bad: list[tuple[int, str]], event_time_ms: npt.NDArray[np.int64]) -> None:
+        self.raw, self.good_index, self.bad, self.event_time_ms = raw, good_index, bad, event_time_ms
+
+
+class _DelimitedCriteo:
+    """The Criteo row parser (`criteo.VALID_ROW`, reasons from `row_error`), the stop-gap
+    until the schema's `RowParser` exists."""
+
+    def parse(self, lines: list[bytes]) -> _Parsed:
+        good: list[int] = []
+        bad: list[tuple[int, str]] = []
+        for i, line in enumerate(lines):
+            reason = None if VALID_ROW.match(line.rstrip(b"\n")) else row_error(line)
+            if reason is None:  # VALID_ROW is stricter on trailing bytes than row_error
+                good.append(i)
+            else:
+                bad.append((i, reason))
+        batch = parse_valid_rows([lines[i] for i in good])
+        n = len(batch)
+        raw = RawColumns(batch.label, batch.dense, batch.cats.astype(np.uint64),
+                         batch.cat_missing, np.empty((n, 0), np.uint64), np.empty((n, 0), np.int32))
+        return _Parsed(raw, np.asarray(good, np.int64), bad, np.full(n, -1, np.int64))
+
+
+class ReplaySource:
+    """Chunks of `chunk_rows` lines of a file in `schema`'s format (default: the Criteo
+    preset), after skipping `skip_lines` lines."""
+
+    def __init__(
+        self,
+        path: Path,
+        skip_lines: int = 0,
+        chunk_rows: int = 4096,
+        schema: FeatureSchema | None = None,
+        embedding_dim: int = 16,
+    ) -> None:
+        schema = schema or load_schema("criteo")
+        self._parser = _DelimitedCriteo()
+        self._transform = Transform(schema, compile_layout(schema, embedding_dim))
         self.path = path.resolve()
         self.exhausted = False
         self.invalid_rows = 0
@@ -62,28 +107,23 @@ class ReplaySource:
         if self.exhausted:
             return None
         first = self._lines + 1
-        valid: list[bytes] = []
-        numbers: list[int] = []
+        lines: list[bytes] = []
         for line in self._iter:
-            self._lines += 1
-            if VALID_ROW.match(line.rstrip(b"\n")):
-                valid.append(line)
-                numbers.append(self._lines)
-            else:
-                reason = row_error(line)
-                if reason is None:  # VALID_ROW is stricter on trailing bytes than row_error
-                    valid.append(line)
-                    numbers.append(self._lines)
-                else:
-                    self.invalid_rows += 1
-                    log.debug("replay line %d skipped: %s", self._lines, reason)
-            if self._lines - first + 1 >= self._chunk_rows:
+            lines.append(line)
+            if len(lines) >= self._chunk_rows:
                 break
         else:
             self.exhausted = True
-        if self._lines < first:
+        self._lines += len(lines)
+        if not lines:
             return None
-        samples = to_samples(parse_valid_rows(valid), np.asarray(numbers, dtype=np.int64))
+        parsed = self._parser.parse(lines)
+        for index, reason in parsed.bad:
+            log.debug("replay line %d skipped: %s", first + index, reason)
+        self.invalid_rows += len(parsed.bad)
+        numbers = first + parsed.good_index
+        times = np.where(parsed.event_time_ms >= 0, parsed.event_time_ms, numbers)
+        samples = to_samples(self._transform, parsed.raw, times.astype(np.int64))
         return Chunk(samples, first, self._lines, str(self._lines))
 
     def fetch_until(self, token: str) -> list[Chunk]:

@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
+from stages.common.layout import compile_layout
 from stages.common.model_export import ModelSpec
+from stages.common.schema import FeatureSchema, load_schema
 from stages.common.settings import settings_config
 from stages.train.core.engine_protocol import EngineConfig
 from stages.train.core.window import WindowPolicy
@@ -24,7 +26,10 @@ class TrainSettings(BaseSettings):
     model_type: Literal["wide_deep", "dcn"] = Field(
         "wide_deep", description="Network: wide_deep (Wide&Deep) or dcn (DCN-v2)."
     )
-    embedding_dim: int = Field(16, ge=1, le=1024, description="Embedding dimension d.")
+    embedding_dim: int = Field(
+        16, ge=1, le=1024, description="Embedding dimension d (of every field whose schema "
+        "entry declares no dim).",
+    )
     hidden_units: Annotated[tuple[int, ...], NoDecode] = Field(
         (128, 64), description="Deep MLP layer sizes, comma-separated (e.g. 128,64)."
     )
@@ -99,6 +104,11 @@ class TrainSettings(BaseSettings):
         60.0, ge=0, le=3600, description="Seconds a stopping trainer waits for queued "
         "tracking to reach MLflow (exports left stay spilled for the next start).",
     )
+    notify_exports: bool = Field(
+        True, description="After each export upload, send the publisher a wake-up hint on "
+        "Redis pub/sub so that it publishes at once (off: the publisher finds exports at its "
+        "next poll).",
+    )
     consumer_name: str = Field(
         "trainer",
         pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
@@ -131,19 +141,21 @@ class TrainSettings(BaseSettings):
             return (value,)
         return value
 
-    def model_spec(self) -> ModelSpec:
-        """The ModelSpec (cross layers only for dcn); ValueError if inconsistent."""
-        return ModelSpec(
-            model_type=self.model_type,
-            embedding_dim=self.embedding_dim,
-            hidden_units=self.hidden_units,
-            cross_layers=self.cross_layers if self.model_type == "dcn" else 0,
+    def model_spec(self, schema: FeatureSchema | None = None) -> ModelSpec:
+        """The ModelSpec on `schema`'s layout (`common.schema()`; None: the Criteo preset),
+        cross layers only for dcn; ValueError if inconsistent."""
+        layout = compile_layout(schema or load_schema("criteo"), self.embedding_dim)
+        return ModelSpec.from_layout(
+            layout,
+            self.model_type,
+            self.hidden_units,
+            self.cross_layers if self.model_type == "dcn" else 0,
         )
 
-    def engine_config(self) -> EngineConfig:
-        """What the engine is built from."""
+    def engine_config(self, schema: FeatureSchema | None = None) -> EngineConfig:
+        """What the engine is built from (`model_spec(schema)`)."""
         return EngineConfig(
-            spec=self.model_spec(),
+            spec=self.model_spec(schema),
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             optimizer=self.optimizer,

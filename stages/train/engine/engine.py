@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +32,6 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from stages.common.errors import TrainError
-from stages.common.hashing import fallback_ids
 from stages.common.model_export import ModelExport
 from stages.common.samples import SampleBatch
 from stages.train.core.engine_protocol import EngineConfig, TrainResult
@@ -65,6 +65,7 @@ class TFEngine:
     def __init__(self, config: EngineConfig, comm: Collectives | None = None) -> None:
         self.config = config
         self.spec = config.spec
+        self._weighted = not config.spec.simple  # pooled, narrow, wide-only or standardised
         self._comm = comm if comm is not None else collectives()
         self.rank = self._comm.rank
         self.size = self._comm.size
@@ -93,7 +94,13 @@ class TFEngine:
     # -- routing (host) ----------------------------------------------------------------------
     def _plan(self, ids: npt.NDArray[np.uint64], step: int | None) -> StepPlan:
         """The host side of a step over `ids` [n, F]: training step `step`, or scoring (None,
-        which changes nothing)."""
+        which changes nothing); with the slot weights unless the layout is simple."""
+        plan = self._route(ids, step)
+        if not self._weighted:
+            return plan
+        return replace(plan, weights=self.spec.slot_weights(ids))
+
+    def _route(self, ids: npt.NDArray[np.uint64], step: int | None) -> StepPlan:
         flat = np.ascontiguousarray(ids, np.uint64).reshape(-1).view(np.int64)
         res = tf.unique_with_counts(tf.constant(flat), out_idx=tf.int32)
         uniq = res.y.numpy().view(np.uint64)
@@ -247,7 +254,7 @@ class TFEngine:
         self.last_export_seq = export_seq
         if self.rank != 0:
             return None
-        ids = np.concatenate([fallback_ids(self.spec.n_fields), all_ids])
+        ids = np.concatenate([self.net.fallback_ids, all_ids])
         rows = np.concatenate([self.net.fallback.numpy(), all_rows])
         order = np.argsort(ids, kind="stable")
         return ModelExport(

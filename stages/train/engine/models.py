@@ -6,6 +6,12 @@ copy and the forward pass reads like the reference. Initialisation is NumPy, see
 uniform kernels, zero biases, except that the kernels into the logit start at zero (`init_dense`),
 so a new model predicts the constant PRIOR_CTR; embedding rows get a per-id deterministic init
 (`init_rows`), so a row's starting value does not depend on which shard or slot holds it.
+
+Any schema layout (`ModelSpec.groups`): a `spec.simple` layout (Criteo's) runs the plain
+concatenation of every slot's row, exactly as before layouts existed. Otherwise `logits` takes
+the slot weights float32[n, F] (`ModelSpec.slot_weights`, computed on the host per batch) and
+pools, narrows and drops groups like the reference; standardised dense inputs use the running
+statistics `norm/mean`, `norm/var` (`init_norm`; kept by `step.Network`, not trained).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
+
+from collections.abc import Mapping
 
 from stages.common.hashing import splitmix64
 from stages.common.model_export import ModelSpec
@@ -29,7 +37,7 @@ _ZERO_KERNELS = ("head/kernel", "wide/kernel")
 
 def dense_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Canonical name -> shape of every dense weight of `spec`."""
-    d0 = spec.n_fields * spec.embedding_dim + spec.n_dense
+    d0 = spec.deep_width
     shapes: dict[str, tuple[int, ...]] = {}
     width = d0
     for i, units in enumerate(spec.hidden_units):
@@ -74,9 +82,31 @@ def init_dense(
     return out
 
 
+def init_norm(spec: ModelSpec) -> dict[str, npt.NDArray[np.float32]]:
+    """The running statistics of standardised dense inputs, `norm/mean` 0 and `norm/var` 1
+    [n_dense] (they stay so on unmarked columns); none when nothing is standardised."""
+    if not any(spec.standardize):
+        return {}
+    return {"norm/mean": np.zeros(spec.n_dense, np.float32),
+            "norm/var": np.ones(spec.n_dense, np.float32)}
+
+
+def fallback_table(spec: ModelSpec) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int32]]:
+    """(ids uint64[m], index int32[n_fields]): the distinct fallback ids in order of first
+    use (slots of a shared table share one), and each slot's row among them. For a layout of
+    distinct tables (Criteo's) that is `spec.fallback_ids()` and 0..n_fields-1."""
+    per_slot = spec.fallback_ids()
+    _, first, index = np.unique(per_slot, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # unique's order -> first-use order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return per_slot[np.sort(first)], rank[index].astype(np.int32)
+
+
 def fallback_init(spec: ModelSpec) -> npt.NDArray[np.float32]:
-    """Initial fallback rows [n_fields, row_width]: zeros (an unknown value says nothing)."""
-    return np.zeros((spec.n_fields, spec.row_width), np.float32)
+    """Initial fallback rows [m, row_width] (`fallback_table`): zeros (an unknown value says
+    nothing)."""
+    return np.zeros((fallback_table(spec)[0].size, spec.row_width), np.float32)
 
 
 def init_rows(spec: ModelSpec, ids: npt.NDArray[np.uint64], seed: int) -> npt.NDArray[np.float32]:
@@ -92,19 +122,32 @@ def init_rows(spec: ModelSpec, ids: npt.NDArray[np.uint64], seed: int) -> npt.ND
 
 
 def logits(
-    spec: ModelSpec, dense: dict[str, tf.Variable], emb: tf.Tensor, x: tf.Tensor
+    spec: ModelSpec,
+    dense: Mapping[str, tf.Variable],
+    emb: tf.Tensor,
+    x: tf.Tensor,
+    weights: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """float32[n] logits from embedding rows float32[n, F, w] and dense inputs float32[n, 13]."""
+    """float32[n] logits from embedding rows float32[n, F, w] and dense inputs float32[n, D];
+    `weights` float32[n, F] (slot weights) is needed unless `spec.simple`."""
     d = spec.embedding_dim
-    n = tf.shape(emb)[0]
-    x0 = tf.concat([tf.reshape(emb[:, :, :d], [n, spec.n_fields * d]), x], axis=1)
+    if spec.simple:
+        n = tf.shape(emb)[0]
+        x0 = tf.concat([tf.reshape(emb[:, :, :d], [n, spec.n_fields * d]), x], axis=1)
+    else:
+        if weights is None:
+            raise ValueError("a model with pooled, narrow or wide-only groups needs slot weights")
+        if "norm/mean" in dense:
+            x = (x - dense["norm/mean"]) * tf.math.rsqrt(dense["norm/var"] + 1e-3)
+        x0 = tf.concat([*_group_vectors(spec, emb, weights), x], axis=1)
     h = x0
     for i in range(len(spec.hidden_units)):
         h = tf.nn.relu(tf.matmul(h, dense[f"deep/{i}/kernel"]) + dense[f"deep/{i}/bias"])
     if spec.model_type == "wide_deep":
         out = tf.matmul(h, dense["head/kernel"]) + dense["head/bias"]
+        wide_ids = emb[:, :, d] if spec.simple else emb[:, :, d] * weights
         wide = (
-            tf.reduce_sum(emb[:, :, d], axis=1, keepdims=True)
+            tf.reduce_sum(wide_ids, axis=1, keepdims=True)
             + tf.matmul(x, dense["wide/kernel"])
             + dense["wide/bias"]
         )
@@ -115,3 +158,18 @@ def logits(
         xl = x0 * cross + xl
     out = tf.matmul(tf.concat([xl, h], axis=1), dense["head/kernel"]) + dense["head/bias"]
     return out[:, 0]
+
+
+def _group_vectors(spec: ModelSpec, emb: tf.Tensor, weights: tf.Tensor) -> list[tf.Tensor]:
+    """The deep groups' vectors [n, dim_g], in group order: a single slot's first dim_g floats
+    (its weight is 1), or the weighted sum over a pooled group's slots."""
+    parts = []
+    for g in spec.input_groups:
+        if not g.deep:
+            continue
+        if g.n_slots == 1 and g.pooling == "none":
+            parts.append(emb[:, g.first, : g.dim])
+            continue
+        cols = slice(g.first, g.first + g.n_slots)
+        parts.append(tf.reduce_sum(emb[:, cols, : g.dim] * weights[:, cols, None], axis=1))
+    return parts

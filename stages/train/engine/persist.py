@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stages.common.errors import TrainError
+from stages.common.model_export import ModelSpec
+from stages.common.schema import SchemaError
 from stages.train.engine.dist import check_same_world
 
 if TYPE_CHECKING:
@@ -63,6 +65,19 @@ def save(engine: TFEngine, directory: Path) -> None:
     (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
 
 
+def same_spec(saved: dict[str, Any], spec: ModelSpec) -> bool:
+    """Whether a checkpoint's spec (its `to_dict`) is `spec`. A checkpoint written before
+    schemas (no layout in its spec) is the Criteo layout, which a simple `spec` with the same
+    network still is: its state restores unchanged."""
+    current = json.loads(json.dumps(spec.to_dict()))  # tuples as the JSON file has them
+    if saved == current:
+        return True
+    layout_keys = ("slot_tables", "groups", "standardize", "schema_hash")
+    if any(key in saved for key in layout_keys) or not spec.simple:
+        return False
+    return saved == {k: v for k, v in current.items() if k not in layout_keys}
+
+
 def restore(engine: TFEngine, directory: Path) -> None:
     """Load `engine`'s rank directory; TrainError when missing, partial or incompatible."""
     folder = Path(directory) / f"rank_{engine.rank}"
@@ -75,7 +90,14 @@ def restore(engine: TFEngine, directory: Path) -> None:
     if state.get("version") != STATE_VERSION:
         raise TrainError(f"checkpoint version {state.get('version')!r}, expected {STATE_VERSION}")
     check_same_world(int(state["size"]), engine.size)
-    if state["spec"] != engine.spec.to_dict() or state["optimizer"] != engine.config.optimizer:
+    saved_schema = state["spec"].get("schema_hash", "")
+    if saved_schema and saved_schema != engine.spec.schema_hash:
+        raise SchemaError(
+            f"checkpoint {folder} was trained on feature schema {saved_schema}, this trainer "
+            f"runs {engine.spec.schema_hash or 'criteo'}: set FRESHREC_SCHEMA to the "
+            "checkpoint's schema, or give this trainer another FRESHREC_CHECKPOINT_DIR"
+        )
+    if not same_spec(state["spec"], engine.spec) or state["optimizer"] != engine.config.optimizer:
         raise TrainError("checkpoint has another model spec or optimizer than the configuration")
     try:
         engine.table.load_state(_read(folder / "table"))

@@ -1,10 +1,19 @@
 from pathlib import Path
 
 import pytest
+from tests.unit.train.core.numpy_engine import NumpyLogisticEngine
 
 from stages.common.errors import ConfigError, TrainError
-from stages.common.settings import load_settings
-from stages.train.checkpoint import ENGINE_DIR, STATE_FILE, Checkpoints, TrainerState
+from stages.common.schema import SchemaError, load_schema
+from stages.common.settings import CommonSettings, load_settings
+from stages.train.checkpoint import (
+    ENGINE_DIR,
+    STATE_FILE,
+    Checkpoints,
+    TrainerState,
+    check_schema,
+)
+from stages.train.loop import run_trainer
 from stages.train.core.positions import StorePosition
 from stages.train.settings import TrainSettings
 
@@ -102,3 +111,35 @@ def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("FRESHREC_TRAIN_WINDOW_SAMPLES", "0")
     with pytest.raises(ConfigError, match="FRESHREC_TRAIN_WINDOW_SAMPLES"):
         load_settings(TrainSettings)
+
+
+def test_the_model_spec_is_the_schema_layout() -> None:
+    s = TrainSettings(embedding_dim=8)
+    criteo = s.model_spec(load_schema("criteo"))
+    assert criteo.simple and criteo.schema_hash == load_schema("criteo").schema_hash
+    assert (criteo.n_dense, criteo.n_fields, criteo.embedding_dim) == (13, 26, 8)
+    shop = load_schema("ecommerce")
+    spec = s.engine_config(shop).spec
+    assert spec.schema_hash == shop.schema_hash and not spec.simple
+    assert spec.embedding_dim == 8 and {g.dim for g in spec.groups} == {8, 4}
+
+
+def test_a_checkpoint_of_another_schema_stops_the_trainer(tmp_path: Path) -> None:
+    """A trainer restarted with another FRESHREC_SCHEMA on a checkpoint directory stops with
+    SchemaError naming both schemas, before touching the engine or MLflow."""
+    shop, criteo = load_schema("ecommerce"), load_schema("criteo")
+    ckpts = Checkpoints(tmp_path / "ck")
+    tmp = ckpts.begin(4)
+    ckpts.commit(tmp, TrainerState(window=4, feature_schema=shop.schema_id))
+    common = CommonSettings(checkpoint_dir=tmp_path / "ck", state_dir=tmp_path,
+                            feature_schema="criteo")
+    settings = TrainSettings(embedding_dim=4, hidden_units=(4,))
+    with pytest.raises(SchemaError) as err:
+        run_trainer(common, settings, engine_factory=NumpyLogisticEngine, out=lambda _: None)
+    assert shop.schema_id in str(err.value) and criteo.schema_id in str(err.value)
+    assert "FRESHREC_SCHEMA" in str(err.value)
+    assert ckpts.latest() is not None  # nothing was started over
+    check_schema(tmp, TrainerState(feature_schema=shop.schema_id), shop)  # the same: passes
+    with pytest.raises(SchemaError, match=f"feature schema {criteo.schema_id}, .* {shop.schema_id}"):
+        check_schema(tmp, TrainerState(), shop)  # written before schemas: Criteo's
+    assert TrainerState.from_json(TrainerState(feature_schema="x@1").to_json()).feature_schema == "x@1"

@@ -34,7 +34,7 @@ def test_report_metrics_leave_out_nan() -> None:
 
 
 def _block(seq: int) -> SampleBlock:
-    batch = SampleBatch.concat([])
+    batch = SampleBatch.empty(13, 26)
     return SampleBlock(seq, SourceRange("t", 0, seq, seq), batch)
 
 
@@ -64,7 +64,7 @@ def test_window_takes_whole_blocks_until_n_samples() -> None:
     from stages.train.sources import Chunk
 
     def chunk(n: int) -> Chunk:
-        batch = SampleBatch.concat([]) if n == 0 else SampleBatch(
+        batch = SampleBatch.empty(13, 26) if n == 0 else SampleBatch(
             np.zeros(n, np.uint8), np.zeros((n, 13), np.float32),
             np.zeros((n, 26), np.uint64), np.zeros(n, np.int64),
         )
