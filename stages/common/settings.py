@@ -203,7 +203,7 @@ class CommonSettings(BaseSettings):
             self.redis_password = SecretStr(password)
             self.model_fields_set.discard("redis_password")  # found, not set by the user
 
-    def schema(self) -> FeatureSchema:
+    def schema(self) -> FeatureSchema:  # type: ignore[override]  # pydantic v1 API, unused
         """The feature schema named by FRESHREC_SCHEMA, validated (SchemaError if not)."""
         return load_schema(self.feature_schema)
 
