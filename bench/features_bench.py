@@ -3,6 +3,13 @@ aiokafka consume loop over the same topic in the same run.
 
     .venv/bin/python bench/features_bench.py [--events 300000] [--partitions 4]
         [--resend K] [--dedupe-window W]
+    .venv/bin/python bench/features_bench.py --core 15 [--batch-max 10000] [--partitions 4]
+
+--core R times only the pure core of the worker (no broker, no Redis, nothing written): decode +
+transform + statistics of one micro-batch of --batch-max Criteo events (`FeaturesRuntime.prepare`:
+`split_batch` and the per-partition `FieldStats`), R times; prints the best and the median. The
+number to compare side by side (same machine, same minute) before and after a change of the
+core; it is what bounds the worker's rate (the event loop's share is aiokafka and Redis).
 
 --resend K produces the last K events a second time (same event ids, new offsets: what a resumed
 ingest does); the worker must drop exactly those (duplicates_dropped_by_id). --dedupe-window:
@@ -114,6 +121,40 @@ def _run(run_features, common, settings, n):  # type: ignore[no-untyped-def]
         stop.set()
 
 
+def time_core(repeats: int, batch_max: int, partitions: int) -> tuple[float, float]:
+    """(best, median) seconds of `prepare` (decode, transform, statistics) on one micro-batch of
+    `batch_max` Criteo events spread over `partitions` partitions (the default schema)."""
+    import numpy as np
+
+    from stages.common.events import encode_event
+    from stages.features.core import RecordBatch, default_codec, split_batch
+
+    rows = [line.rstrip(b"\n") for line in gzip.open(DATA)]
+    values = [
+        encode_event(f"bench:{i}", 1_700_000_000_000 + i, rows[i % len(rows)])
+        for i in range(batch_max)
+    ]
+    index = np.arange(batch_max)
+    records = RecordBatch(
+        TOPIC, (index % partitions).astype(np.int32), (index // partitions).astype(np.int64),
+        [None] * batch_max, values,
+    )
+    codec = default_codec()
+
+    def prepare() -> None:
+        for batch in split_batch(records, codec).batches:
+            codec.stats(batch.raw, batch.samples.ids)
+
+    prepare()  # imports and first-call costs
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        prepare()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[0], times[len(times) // 2]
+
+
 def _write_results(args, produce_s: float, results: dict) -> None:  # type: ignore[no-untyped-def]
     load = os.getloadavg()
     text = f"""# Features stage benchmark
@@ -198,7 +239,15 @@ def main() -> None:
                         help="produce the last K events again (same ids); the worker drops them")
     parser.add_argument("--dedupe-window", type=int, default=131_072,
                         help="the worker's event-id window (0: check off)")
+    parser.add_argument("--core", type=int, default=0, metavar="R",
+                        help="time only the core (decode, transform, statistics) R times on one "
+                        "micro-batch of --batch-max events; no services, no RESULTS file")
     args = parser.parse_args()
+    if args.core:
+        best, median = time_core(args.core, args.batch_max, args.partitions)
+        print(f"core: best {best * 1e3:.1f} ms, median {median * 1e3:.1f} ms per micro-batch of "
+              f"{args.batch_max:,} events -> {args.batch_max / best:,.0f} events/s (best)")
+        return
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import logging
 

@@ -38,11 +38,12 @@ def register(app: typer.Typer) -> None:
 
     @features.command("status")
     def status() -> None:
-        """Print the store's counters, watermarks and gaps of this namespace as JSON."""
+        """Print the store's schema, counters, watermarks and gaps of this namespace as JSON."""
         from stages.common.settings import CommonSettings, load_settings
         from stages.features.readback import (
             read_counters,
             read_gaps,
+            read_store_schema,
             read_topic_id,
             read_watermarks,
         )
@@ -56,6 +57,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             json.dumps(
                 {
+                    "schema": read_store_schema(client, ns),
                     "counters": read_counters(client, ns),
                     "watermarks": read_watermarks(client, ns, common.topic_events),
                     "topic_id": read_topic_id(client, ns, common.topic_events),

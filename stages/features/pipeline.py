@@ -1,5 +1,10 @@
 """One worker's processing state: micro-batch -> dead letters -> atomic Redis write -> counters.
 
+The worker runs one feature schema (FRESHREC_SCHEMA, `common.schema()`): events are decoded with
+its row parser, transformed with its layout, and stored as blocks carrying its hash; `start`
+stops with SchemaError when the store already holds samples of another schema
+(`store_schema.py`).
+
 Transport-agnostic (the Faust app in `app.py` feeds it `RecordBatch`es and a dead-letter sender),
 so the same code runs under `freshrec features`, `faust -A ... worker` and the benchmark.
 """
@@ -20,12 +25,14 @@ from stages.features.core import (
     DedupeConfig,
     FieldStats,
     RecordBatch,
+    SchemaCodec,
     SplitResult,
     split_batch,
     warm_up,
 )
 from stages.features.settings import FeaturesSettings
 from stages.features.store import SampleStore, WriteReport
+from stages.features.store_schema import claim_store_schema
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -98,12 +105,14 @@ class FeaturesRuntime:
     for each micro-batch, `flush_stats` now and then, and `close` at the end."""
 
     def __init__(self, common: CommonSettings, settings: FeaturesSettings) -> None:
+        """SchemaError when FRESHREC_SCHEMA does not name a valid schema."""
         self.common = common
         self.settings = settings
+        self.codec = SchemaCodec.for_schema(common.schema())
         self.counters = RunCounters()
         self._client: Redis | None = None
         self._store: SampleStore | None = None
-        self._pending = FieldStats.empty()
+        self._pending = self.codec.empty_stats()
         self._pending_rows = 0
         self._lock = asyncio.Lock()
         #: Set by the consumer in use: events not processed yet in its partitions, or None.
@@ -113,7 +122,9 @@ class FeaturesRuntime:
         self.epoch: str | None = None
 
     async def start(self) -> None:
-        """Connect to Redis (idempotent); ServiceUnavailable when it does not answer."""
+        """Connect to Redis and claim the store for this worker's schema (idempotent);
+        ServiceUnavailable when Redis does not answer, SchemaError when the store holds
+        samples of another feature schema."""
         if self._store is not None:
             return
         from redis.exceptions import RedisError
@@ -127,13 +138,20 @@ class FeaturesRuntime:
                 f"Redis at {redact_url(self.common.redis_url)} does not answer ({exc}): start it "
                 "(`freshrec infra up`) or set FRESHREC_REDIS_URL"
             ) from exc
+        try:
+            if await claim_store_schema(client, self.common.redis_namespace, self.codec.schema):
+                log.info("feature store claimed for schema %s", self.codec.schema.schema_id)
+        except BaseException:
+            await client.aclose()
+            raise
         # In a thread: it imports for seconds, and the consumer's heartbeats share this loop.
-        await asyncio.to_thread(warm_up)
+        await asyncio.to_thread(warm_up, self.codec)
         self._client = client
         self._store = SampleStore(
             client,
             self.common.redis_namespace,
             self.settings.retention_blocks,
+            retention_bytes=self.settings.retention_mb << 20,
             dedupe=DedupeConfig(self.settings.dedupe_window, self.settings.dedupe_sources),
         )
 
@@ -152,8 +170,9 @@ class FeaturesRuntime:
     def prepare(self, records: RecordBatch) -> PreparedBatch:
         """The CPU part of `handle` (decode, transform, statistics, split per partition).
         Pure, so it may run in a thread."""
-        split = split_batch(records)
-        stats = [FieldStats.of(b.raw, b.samples.ids) for b in split.batches]
+        codec = self.codec
+        split = split_batch(records, codec)
+        stats = [codec.stats(b.raw, b.samples.ids) for b in split.batches]
         return PreparedBatch(split, len(records), stats)
 
     async def store(
@@ -175,7 +194,7 @@ class FeaturesRuntime:
         precomputed = {id(b): s for b, s in zip(split.batches, prepared.stats)}
         for batch in report.written:
             # A batch trimmed after an overlap is a new object: its statistics are recomputed.
-            stats = precomputed.get(id(batch)) or FieldStats.of(batch.raw, batch.samples.ids)
+            stats = precomputed.get(id(batch)) or self.codec.stats(batch.raw, batch.samples.ids)
             self._pending = self._pending.merge(stats)
             self._pending_rows += len(batch.samples)
             c.samples_out += len(batch.samples)
@@ -219,9 +238,13 @@ class FeaturesRuntime:
                     "Redis restarted empty?); going on from the Kafka position, every later "
                     "event is stored once", self.epoch, report.epoch
                 )
-                store = self._store
+                store, client = self._store, self._client
                 if store is not None:
                     await self._with_retry(lambda: store.count("store_resets"))
+                if client is not None:  # the empty store is this schema's again
+                    schema = self.codec.schema
+                    ns = self.common.redis_namespace
+                    await self._with_retry(lambda: claim_store_schema(client, ns, schema))
             self.epoch = report.epoch
 
     async def flush_stats(self) -> int | None:
@@ -230,7 +253,7 @@ class FeaturesRuntime:
         if self._store is None or self._pending_rows == 0:
             return None
         async with self._lock:
-            delta, self._pending, self._pending_rows = self._pending, FieldStats.empty(), 0
+            delta, self._pending, self._pending_rows = self._pending, self.codec.empty_stats(), 0
             store = self._store
             return await self._with_retry(lambda: store.merge_stats(delta))
 

@@ -100,8 +100,10 @@ def run_features(
 
     Stops when `stop` is set, when no micro-batch arrived for `max_idle_s` seconds, or on
     SIGINT/SIGTERM (when called from the main thread). Runs its own event loop, so it may run
-    in a worker thread. FeaturesError when the worker crashed. Creates the dead-letter topic
-    with the topic retention settings first when it is absent (`ensure_dead_letter_topic`).
+    in a worker thread. FeaturesError when the worker crashed; SchemaError (before consuming
+    anything) when FRESHREC_SCHEMA names no valid schema or the store holds samples of another
+    schema. Creates the dead-letter topic with the topic retention settings first when it is
+    absent (`ensure_dead_letter_topic`).
     """
     from stages.features.topic_ids import ensure_dead_letter_topic
 

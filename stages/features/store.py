@@ -318,10 +318,12 @@ class SampleStore:
 
     def _id_args(self, batch: PartitionBatch, verdict: Verdict | None) -> list[Any]:
         """ARGV[20..]: expected state version ('' = no id check), dropped, unchecked, the gap
-        count, the window count; then the gaps, the (tag, window) pairs, the evicted tags."""
+        count, the window count, the block's schema hash; then the gaps, the (tag, window)
+        pairs, the evicted tags."""
         gaps = [gap.to_json() for gap in batch.gaps]
+        schema = batch.schema_hash.encode()
         if verdict is None:
-            return [b"", b"0", b"0", b"%d" % len(gaps), b"0", *gaps]
+            return [b"", b"0", b"0", b"%d" % len(gaps), b"0", schema, *gaps]
         version = self._ids[(batch.topic, batch.partition)].version
         pairs = [x for tag, w in verdict.updates.items() for x in (tag.encode(), w.to_bytes())]
         return [
@@ -330,6 +332,7 @@ class SampleStore:
             b"%d" % verdict.unchecked,
             b"%d" % len(gaps),
             b"%d" % len(verdict.updates),
+            schema,
             *gaps,
             *pairs,
             *[tag.encode() for tag in verdict.evict],
@@ -339,7 +342,7 @@ class SampleStore:
         self, batch: PartitionBatch, trimmed: int, topic_id: bytes, verdict: Verdict | None
     ) -> list[Any]:
         source = SourceRange(batch.topic, batch.partition, batch.first_offset, batch.last_offset)
-        block = encode_block(batch.samples, source)
+        block = encode_block(batch.samples, source, batch.schema_hash)
         return [
             b"%d" % batch.partition,
             b"%d" % batch.first_offset,
@@ -377,7 +380,7 @@ class SampleStore:
                 try:
                     await pipe.watch(stats_key, version_key)
                     stored: Any = await pipe.hgetall(stats_key)
-                    current = FieldStats.from_hash(stored)
+                    current = FieldStats.from_hash(stored, delta.fields)
                     version = int(await pipe.get(version_key) or 0) + 1
                     pipe.multi()
                     fields: dict[Any, Any] = current.merge(delta).to_hash(version)

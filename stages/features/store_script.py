@@ -86,8 +86,9 @@ if n > 0 then
   seq = redis.call('INCR', KEYS[2])
   local sseq = tostring(seq)
   local id = redis.call('XADD', KEYS[3], '*', 'v', ARGV[8], 'seq', sseq, 'n', ARGV[5],
-    'src', ARGV[9], 'label', ARGV[10], 'dense', ARGV[11], 'ids', ARGV[12], 'ts', ARGV[13])
-  local size = #sseq + #ARGV[5]
+    'src', ARGV[9], 'label', ARGV[10], 'dense', ARGV[11], 'ids', ARGV[12], 'ts', ARGV[13],
+    'schema', ARGV[25])
+  local size = #sseq + #ARGV[5] + #ARGV[25]
   for i = 8, 13 do
     size = size + #ARGV[i]
   end
@@ -112,13 +113,13 @@ if n > 0 then
   end
 end
 local ngaps, nwin = tonumber(ARGV[23]), tonumber(ARGV[24])
-for i = 25, 24 + ngaps do
+for i = 26, 25 + ngaps do
   redis.call('RPUSH', KEYS[4], ARGV[i])
   redis.call('HINCRBY', KEYS[5], 'gaps', 1)
 end
 if idsv >= 0 then
   local fields = {'#v', tostring(idsv)}
-  local from = 25 + ngaps
+  local from = 26 + ngaps
   for i = from, from + 2 * nwin - 1 do
     fields[#fields + 1] = ARGV[i]
   end

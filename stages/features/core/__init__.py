@@ -1,5 +1,5 @@
 """The pure core of the features stage: micro-batches -> per-partition samples, statistics,
-the event-id check (`dedupe`).
+the event-id check (`dedupe`), all for the feature schema of a `SchemaCodec`.
 
 Imports no Kafka, Redis or Faust client (an import-linter contract checks it).
 """
@@ -13,6 +13,7 @@ from stages.features.core.batch import (
     split_batch,
     warm_up,
 )
+from stages.features.core.codec import SchemaCodec, default_codec
 from stages.features.core.dedupe import (
     DedupeConfig,
     EventIdColumns,
@@ -22,7 +23,13 @@ from stages.features.core.dedupe import (
     dedupe_batch,
     parse_event_ids,
 )
-from stages.features.core.stats import FieldStats, hll_estimate, hll_registers
+from stages.features.core.stats import (
+    FieldStats,
+    MultiSlots,
+    StatsFields,
+    hll_estimate,
+    hll_registers,
+)
 
 __all__ = [
     "DeadLetter",
@@ -34,6 +41,10 @@ __all__ = [
     "dedupe_batch",
     "parse_event_ids",
     "FieldStats",
+    "MultiSlots",
+    "SchemaCodec",
+    "StatsFields",
+    "default_codec",
     "OffsetGap",
     "PartitionBatch",
     "RecordBatch",

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from stages.common.criteo import RawBatch
 from stages.common.dead_letter import DeadLetterRecord, TopicPosition
 from stages.common.gaps import OffsetGapRecord
-from stages.common.events import decode_events
+from stages.common.raw import RawColumns
 from stages.common.samples import SampleBatch
-from stages.common.transform import to_samples
+from stages.features.core.codec import SchemaCodec, default_codec
 from stages.features.core.dedupe import EventIdColumns, parse_event_ids
 
 # The detail at the end of a reason: after its last ": ", or a quoted value (b'...' or '...').
@@ -102,7 +101,8 @@ class PartitionBatch:
     `raw` the same rows before the transform, for statistics), a dead letter, or (after
     `keep_samples`, the event-id check) a re-sent event dropped as already stored. So
     `events == len(samples) + len(dead_letters) + dropped_by_id`. `gaps` are missing offsets
-    inside the range.
+    inside the range. `schema_hash`: the feature schema the samples were made with (stored
+    with their block).
     """
 
     topic: str
@@ -113,9 +113,10 @@ class PartitionBatch:
     samples: SampleBatch
     sample_offsets: npt.NDArray[np.int64]
     sample_ids: EventIdColumns
-    raw: RawBatch
+    raw: RawColumns
     dead_letters: list[DeadLetter]
     gaps: list[OffsetGap]
+    schema_hash: str
     dropped_by_id: int = 0
 
     def keep_samples(self, keep: npt.NDArray[np.int64]) -> PartitionBatch:
@@ -134,9 +135,10 @@ class PartitionBatch:
             samples=self.samples.take(keep),
             sample_offsets=self.sample_offsets[keep],
             sample_ids=self.sample_ids.take(keep),
-            raw=take_raw(self.raw, keep),
+            raw=self.raw.take(keep),
             dead_letters=self.dead_letters,
             gaps=self.gaps,
+            schema_hash=self.schema_hash,
             dropped_by_id=self.dropped_by_id + dropped,
         )
 
@@ -161,15 +163,11 @@ class PartitionBatch:
             samples=self.samples.take(keep),
             sample_offsets=self.sample_offsets[keep],
             sample_ids=self.sample_ids.take(keep),
-            raw=take_raw(self.raw, keep),
+            raw=self.raw.take(keep),
             dead_letters=dead,
             gaps=[g for g in self.gaps if g.got > watermark],
+            schema_hash=self.schema_hash,
         )
-
-
-def take_raw(raw: RawBatch, index: npt.NDArray[np.int64]) -> RawBatch:
-    """The rows of `raw` at `index`, in that order."""
-    return RawBatch(raw.label[index], raw.dense[index], raw.cats[index], raw.cat_missing[index])
 
 
 @dataclass(frozen=True)
@@ -181,12 +179,15 @@ class SplitResult:
     repeated: int
 
 
-def split_batch(records: RecordBatch) -> SplitResult:
-    """Decode a micro-batch and cut it per partition, offsets ascending.
+def split_batch(records: RecordBatch, codec: SchemaCodec | None = None) -> SplitResult:
+    """Decode a micro-batch with the feature schema of `codec` (None: the default schema) and
+    cut it per partition, offsets ascending.
 
-    Never raises on bad input: a record that breaks the contract becomes a DeadLetter.
-    Decoding happens once for the whole micro-batch (the parser is columnar).
+    Never raises on bad input: a record that breaks the contract (or is not a row of the
+    schema) becomes a DeadLetter. Decoding happens once for the whole micro-batch (the parser
+    is columnar).
     """
+    codec = codec or default_codec()
     n = len(records)
     if n == 0:
         return SplitResult([], 0)
@@ -198,9 +199,9 @@ def split_batch(records: RecordBatch) -> SplitResult:
     first[1:] = (parts[1:] != parts[:-1]) | (offs[1:] != offs[:-1])
     order, parts, offs = order[first], parts[first], offs[first]
     values = records.values
-    decoded = decode_events([values[i] for i in order])
+    decoded = codec.decode([values[i] for i in order])
     good = decoded.good_index
-    samples = to_samples(decoded.events.rows, decoded.events.event_time_ms)
+    samples = codec.samples(decoded.events)
     ids = parse_event_ids(decoded.events.event_ids)
     bad_pos = np.asarray([b.index for b in decoded.bad], dtype=np.int64)
     bad_reason = [b.reason for b in decoded.bad]
@@ -214,7 +215,6 @@ def split_batch(records: RecordBatch) -> SplitResult:
     batches = []
     for k, (lo, hi) in enumerate(zip(starts, ends)):
         partition = int(parts[lo])
-        rows = np.arange(good_cut[k], good_end[k])
         dead = [
             DeadLetter(
                 records.topic,
@@ -236,9 +236,10 @@ def split_batch(records: RecordBatch) -> SplitResult:
                 samples=samples.take(slice(int(good_cut[k]), int(good_end[k]))),
                 sample_offsets=offs[good[good_cut[k] : good_end[k]]],
                 sample_ids=ids.take(slice(int(good_cut[k]), int(good_end[k]))),
-                raw=take_raw(decoded.events.rows, rows),
+                raw=decoded.events.rows.take(slice(int(good_cut[k]), int(good_end[k]))),
                 dead_letters=dead,
                 gaps=_gaps(records.topic, partition, offs[lo:hi]),
+                schema_hash=codec.schema_hash,
             )
         )
     return SplitResult(batches, int(n - len(order)))
@@ -251,11 +252,7 @@ def _gaps(topic: str, partition: int, offsets: npt.NDArray[np.int64]) -> list[Of
     ]
 
 
-def warm_up() -> None:
-    """Run the decoder once on one synthetic event: its first call imports pyarrow's lazy
-    modules (pandas, seconds), which must not happen inside the consumer loop."""
-    from stages.common.events import encode_event
-
-    value = encode_event("warmup:0", 0, b"0" + b"\t" * 39)
-    one = RecordBatch("warmup", np.zeros(1, np.int32), np.zeros(1, np.int64), [None], [value])
-    split_batch(one)
+def warm_up(codec: SchemaCodec) -> None:
+    """Run the schema's row parser once on one synthetic row: its first call imports pyarrow's
+    lazy modules (pandas, seconds), which must not happen inside the consumer loop."""
+    codec.parser.parse([codec.example_row()])

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import redis
 
-from stages.common.criteo import parse_valid_rows
 from stages.common.settings import CommonSettings, load_settings
-from stages.common.transform import to_samples
+from stages.features.core import default_codec
 from stages.features.readback import read_blocks, read_counters
 from stages.features.runner import FeaturesSummary, run_features
 from stages.features.settings import FeaturesSettings
@@ -122,8 +121,8 @@ def test_resent_rows_are_stored_once_and_counted(
     # Each row of the file is stored exactly once (compared as whole feature rows).
     blocks = read_blocks(client, common.redis_namespace)
     stored = np.concatenate([b.samples.ids for b in blocks])
-    raw = parse_valid_rows(rows)
-    expected = to_samples(raw, np.zeros(len(rows), np.int64)).ids
+    codec = default_codec()
+    expected = codec.samples_of(codec.parser.parse(rows).raw, np.zeros(len(rows), np.int64)).ids
     assert Counter(map(bytes, stored)) == Counter(map(bytes, expected))
     client.close()
 

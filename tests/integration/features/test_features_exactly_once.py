@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import redis
 
-from stages.common.criteo import parse_valid_rows
 from stages.common.dead_letter import DeadLetterRecord, TopicPosition
 from stages.common.events import encode_event
-from stages.common.transform import to_samples
+from stages.features.core import default_codec
 from stages.features.readback import read_blocks, read_counters, read_stats, read_watermarks
 
 from .conftest import Services, create_topic, produce, start_worker, wait_for, worker_env
@@ -47,12 +46,14 @@ def _check_store(services: Services, ns: str, topic: str, rows: list[bytes], n: 
         assert counters[f"events_in:{key}"] == (
             counters[f"samples_out:{key}"] + counters[f"dead_letters:{key}"]
         )
-    # Rows are the common transform of the same events.
+    # Rows are the schema's transform of the same events, in blocks carrying its hash.
+    codec = default_codec()
+    assert {b.schema_hash for b in blocks} == {codec.schema_hash}
     order = np.argsort(ts, kind="stable")
     stored_ids = np.concatenate([b.samples.ids for b in blocks])[order]
     stored_label = np.concatenate([b.samples.label for b in blocks])[order]
-    raw = parse_valid_rows([rows[i % len(rows)] for i in range(n)])
-    expected = to_samples(raw, BASE_MS + np.arange(n, dtype=np.int64))
+    raw = codec.parser.parse([rows[i % len(rows)] for i in range(n)]).raw
+    expected = codec.samples_of(raw, BASE_MS + np.arange(n, dtype=np.int64))
     assert np.array_equal(stored_ids, expected.ids)
     assert np.array_equal(stored_label, expected.label)
     return counters

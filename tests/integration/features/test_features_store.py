@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from stages.common.gaps import OffsetGapRecord
-from stages.features.core import FieldStats, PartitionBatch, RecordBatch, split_batch
+from stages.features.core import PartitionBatch, RecordBatch, default_codec, split_batch
 from stages.common.events import encode_event
 from stages.features.readback import (
     read_blocks,
@@ -63,7 +63,7 @@ async def _scenario(url: str, ns: str) -> list[tuple[int, int]]:
             report = await store.write([batch])
             out.append((sum(b.events for b in report.written), report.duplicates))
         for part in (_batch(range(0, 10)), _batch(range(10, 20))):
-            await store.merge_stats(FieldStats.of(part.raw, part.samples.ids))
+            await store.merge_stats(default_codec().stats(part.raw, part.samples.ids))
         return out
     finally:
         await client.aclose()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from stages.common.events import encode_event
+from stages.common.raw import RawColumns
+from stages.common.schema import FeatureSchema
 
 
 def synthetic_row(rng: random.Random) -> bytes:
@@ -26,3 +29,21 @@ def synthetic_events(n: int, seed: int = 0, source: str = "unit") -> list[bytes]
 @pytest.fixture()
 def events() -> list[bytes]:
     return synthetic_events(40)
+
+
+def random_raw(schema: FeatureSchema, n: int, seed: int = 0) -> RawColumns:
+    """`n` random raw rows of `schema` (some values missing), as a parser would give them."""
+    rng = np.random.default_rng(seed)
+    d, c = len(schema.dense), len(schema.categorical)
+    lens = [f.max_len for f in schema.multi]
+    dense = rng.integers(-3, 5000, (n, d)).astype(np.float64)
+    dense[rng.random((n, d)) < 0.2] = np.nan
+    return RawColumns(
+        label=(rng.random(n) < 0.25).astype(np.int8),
+        dense=dense,
+        cat_values=rng.integers(0, 300, (n, c)).astype(np.uint64),
+        cat_missing=rng.random((n, c)) < 0.15,
+        multi_values=rng.integers(0, 50, (n, sum(lens))).astype(np.uint64),
+        multi_len=np.stack([rng.integers(0, k + 1, n) for k in lens], axis=1).astype(np.int32)
+        if lens else np.zeros((n, 0), np.int32),
+    )

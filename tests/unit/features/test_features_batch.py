@@ -3,10 +3,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.common.dead_letter import DeadLetterRecord, TopicPosition
-from stages.common.events import decode_events
 from stages.common.gaps import OffsetGapRecord, parse_gap_line
-from stages.common.transform import to_samples
-from stages.features.core import RecordBatch, split_batch
+from stages.common.schema import load_schema
+from stages.features.core import RecordBatch, SchemaCodec, split_batch
 
 from .conftest import synthetic_events
 
@@ -25,16 +24,19 @@ def test_split_groups_by_partition_in_offset_order(events: list[bytes]) -> None:
     # Partition 1 arrives out of order and interleaved with partition 0.
     parts = [i % 2 for i in range(40)]
     offs = [100 + i // 2 if i % 2 == 0 else 59 - i // 2 for i in range(40)]
-    result = split_batch(_records(events, parts, offs))
+    codec = SchemaCodec.for_schema(load_schema("criteo"))
+    result = split_batch(_records(events, parts, offs), codec)
     assert [b.partition for b in result.batches] == [0, 1]
     p0, p1 = result.batches
     assert (p0.first_offset, p0.last_offset, p0.events) == (100, 119, 20)
     assert (p1.first_offset, p1.last_offset, p1.events) == (40, 59, 20)
     assert p1.sample_offsets.tolist() == list(range(40, 60))
-    # Samples are exactly the common transform of the same events, in offset order.
+    # Samples are exactly the schema's transform of the same events, in offset order, and
+    # carry the schema's hash.
     order = [i for i in range(40) if i % 2 == 1][::-1]
-    decoded = decode_events([events[i] for i in order])
-    expected = to_samples(decoded.events.rows, decoded.events.event_time_ms)
+    expected = codec.samples(codec.decode([events[i] for i in order]).events)
+    assert p0.schema_hash == p1.schema_hash == codec.schema_hash
+    assert p1.samples.dense.shape == (20, 13) and p1.samples.ids.shape == (20, 26)
     assert np.array_equal(p1.samples.ids, expected.ids)
     assert np.array_equal(p1.samples.dense, expected.dense)
     assert np.array_equal(p1.samples.label, expected.label)
