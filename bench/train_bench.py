@@ -5,6 +5,9 @@ experiment (online vs frozen model). Writes bench/RESULTS-train.md and bench/out
     .venv/bin/python bench/train_bench.py --speed    # speed only
     .venv/bin/python bench/train_bench.py --drift    # drift only
     ... --write                                      # also append the results to RESULTS-train.md
+    ... --speed --baseline DIR [--ranks 1]           # also the speed of the checkout in DIR
+                                                     # (e.g. `git worktree add DIR <commit>`),
+                                                     # alternating with this one: before/after
 
 Speed: rows from the ingest stage's synthetic generator (`stages/ingest/core/synthetic.py`,
 Criteo-like cardinalities, Zipf 1.1, new ids keep arriving), parsed and transformed like real
@@ -38,8 +41,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from stages.common.criteo import parse_valid_rows  # noqa: E402
+from stages.common.layout import Transform, compile_layout  # noqa: E402
 from stages.common.model_export import ModelSpec  # noqa: E402
+from stages.common.raw import RawColumns  # noqa: E402
 from stages.common.samples import SampleBatch  # noqa: E402
+from stages.common.schema import load_schema  # noqa: E402
 from stages.common.transform import to_samples  # noqa: E402
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows  # noqa: E402
 from stages.train.core.engine_protocol import EngineConfig  # noqa: E402
@@ -49,15 +55,21 @@ OUT = ROOT / "bench" / "out"
 BATCH, CAPACITY = 4096, 131_072
 WINDOW_STEPS = 4  # mini-batches per timed window (one train call), --window-steps
 STEPS = 32  # timed mini-batches per model, in max(8, STEPS // window_steps) windows
-SPECS = {
-    "wide_deep": ModelSpec("wide_deep", 16, (128, 64)),
-    "dcn": ModelSpec("dcn", 16, (128, 64), cross_layers=1),
+SCHEMA = load_schema("criteo")  # the generator writes Criteo rows
+LAYOUT = compile_layout(SCHEMA, 16)
+SPECS = {  # what the trainer builds from FRESHREC_SCHEMA=criteo (`TrainSettings.model_spec`)
+    "wide_deep": ModelSpec.from_layout(LAYOUT, "wide_deep", (128, 64)),
+    "dcn": ModelSpec.from_layout(LAYOUT, "dcn", (128, 64), 1),
 }
 
 
 def samples(config: SyntheticConfig, start: int, n: int) -> tuple[SampleBatch, np.ndarray]:
     chunk = generate_rows(config, start, n)
-    return to_samples(parse_valid_rows(chunk.rows), chunk.event_time_ms), chunk.click_prob
+    rows = parse_valid_rows(chunk.rows)
+    empty = np.empty((len(rows), 0))
+    raw = RawColumns(rows.label, rows.dense, rows.cats.astype(np.uint64), rows.cat_missing,
+                     empty.astype(np.uint64), empty.astype(np.int32))
+    return to_samples(Transform(SCHEMA, LAYOUT), raw, chunk.event_time_ms), chunk.click_prob
 
 
 class StaticModel:
@@ -152,31 +164,54 @@ def speed_worker(json_out: Path, window_steps: int) -> None:
         json_out.write_text(json.dumps(results))
 
 
-def run_speed(window_steps: int) -> str:
+def _speed_run(root: Path, np_: int, window_steps: int, tag: str) -> dict[str, dict[str, float]]:
+    """One speed worker run of the checkout at `root` (its own bench script and code)."""
     runner = Path(sys.executable).with_name("horovodrun")
+    out = OUT / f"speed_np{np_}{tag}.json"
+    cmd = [str(runner), "-np", str(np_), "--gloo", "-H", f"localhost:{np_}", sys.executable,
+           str(root / "bench" / "train_bench.py"), "--speed-worker", str(out),
+           "--window-steps", str(window_steps)]
+    subprocess.run(cmd, check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    result: dict[str, dict[str, float]] = json.loads(out.read_text())
+    return result
+
+
+def run_speed(window_steps: int, ranks: tuple[int, ...], baseline: Path | None) -> str:
     lines = []
-    for np_ in (1, 2):
-        out = OUT / f"speed_np{np_}.json"
-        cmd = [str(runner), "-np", str(np_), "--gloo", "-H", f"localhost:{np_}", sys.executable,
-               str(Path(__file__).resolve()), "--speed-worker", str(out),
-               "--window-steps", str(window_steps)]
-        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        res = json.loads(out.read_text())
+    for np_ in ranks:
+        runs = {"": _speed_run(ROOT, np_, window_steps, "")}
+        if baseline is not None:  # before/after side by side, after first and last
+            runs["baseline"] = _speed_run(baseline.resolve(), np_, window_steps, "_baseline")
+            again = _speed_run(ROOT, np_, window_steps, "_again")
+            runs[""] = {m: {k: (v + again[m][k]) / 2 for k, v in runs[""][m].items()}
+                        for m in SPECS}
         for model in SPECS:
-            m = res[model]
-            lines.append(f"| -np {np_} | {model} | {m['dynamic']:,.0f} | {m['static']:,.0f} | "
-                         f"{m['ratio']:.2f} | {m['table_size']:,} | {m['evicted']:,} |")
+            for tag, res in runs.items():
+                m = res[model]
+                lines.append(
+                    f"| -np {np_} | {model}{' (baseline)' if tag else ''} | "
+                    f"{m['dynamic']:,.0f} | {m['static']:,.0f} | {m['ratio']:.2f} | "
+                    f"{m['table_size']:,.0f} | {m['evicted']:,.0f} |")
+            if baseline is not None:
+                after, before = runs[""][model]["dynamic"], runs["baseline"][model]["dynamic"]
+                lines.append(f"| -np {np_} | {model}: after / before | {after / before:.3f} "
+                             "| | | | |")
     print("\n".join(lines))
     return (
         f"\n## Training speed ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
-        f"Command: `.venv/bin/python bench/train_bench.py --speed --window-steps {window_steps}` "
+        f"Command: `.venv/bin/python bench/train_bench.py --speed --window-steps {window_steps} "
+        f"--ranks {','.join(map(str, ranks))}"
+        f"{f' --baseline {baseline}' if baseline else ''}` "
         f"on {platform.node()}, {os.cpu_count()} cores, load average at the end "
         f"{os.getloadavg()[0]:.1f} (other jobs on the machine make the ratios noisy). "
         f"How: see the docstring of bench/train_bench.py (synthetic Criteo-like rows, batch "
         f"{BATCH} per rank, W&D and DCN-v2 with dim 16 and hidden (128, 64), Adagrad; "
         f"{max(8, STEPS // window_steps)} windows of {window_steps} steps each, alternating "
         "static/dynamic window by window; samples/s from the median window time; ratio = "
-        "median over window pairs of static time / dynamic time).\n\n"
+        "median over window pairs of static time / dynamic time"
+        + ("; with a baseline: this checkout, the baseline, this checkout again, in a row, "
+           "this checkout's figures the mean of its two runs" if baseline else "")
+        + ").\n\n"
         "| ranks | model | dynamic samples/s | static samples/s | ratio | table size | evicted |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
@@ -241,6 +276,9 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS-train.md")
     parser.add_argument("--window-steps", type=int, default=WINDOW_STEPS,
                         help="mini-batches of 4,096 rows per rank in one timed train call")
+    parser.add_argument("--ranks", default="1,2", help="horovodrun -np values, e.g. 1 or 1,2")
+    parser.add_argument("--baseline", type=Path, help="another checkout to time alternately "
+                        "(before/after), e.g. a git worktree of the previous commit")
     parser.add_argument("--speed-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_worker:
@@ -248,7 +286,9 @@ def main() -> None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     both = not (args.speed or args.drift)
-    text = (run_speed(args.window_steps) if args.speed or both else "") + (
+    ranks = tuple(int(r) for r in args.ranks.split(","))
+    speed = run_speed(args.window_steps, ranks, args.baseline) if args.speed or both else ""
+    text = speed + (
         run_drift() if args.drift or both else ""
     )
     if args.write:

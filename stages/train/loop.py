@@ -189,6 +189,8 @@ def _open_source(
             replay,
             skip_lines=state.replay_rows if resumed else 0,
             chunk_rows=min(4096, settings.window_samples),
+            schema=common.schema(),
+            embedding_dim=settings.embedding_dim,
         )
     from stages.train.store import SampleStore
 

@@ -81,6 +81,9 @@ class ReplaySource:
         embedding_dim: int = 16,
     ) -> None:
         schema = schema or load_schema("criteo")
+        if schema.schema_hash != load_schema("criteo").schema_hash:
+            raise TrainError(f"replay of feature schema {schema.schema_id} needs its row parser "
+                             "(not in this build yet): replay Criteo rows, or train from the store")
         self._parser = _DelimitedCriteo()
         self._transform = Transform(schema, compile_layout(schema, embedding_dim))
         self.path = path.resolve()
