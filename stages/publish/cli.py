@@ -103,9 +103,12 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/"
                                   "VERSION, or an export directory / directory of exports."),
-        data: Path = typer.Option(..., "--data", help="Labelled Criteo TSV (.gz ok)."),
+        data: Path = typer.Option(..., "--data", help="Labelled raw rows in the format of the "
+                                  "model's feature schema, e.g. Criteo TSV (.gz ok)."),
     ) -> None:
-        """Print AUC, logloss, NE, calibration and count of a model on a file (one JSON line)."""
+        """Print AUC, logloss, NE, calibration and count of a model on a file (one JSON line).
+        The rows are read with the model's feature schema (its version's, or the preset of
+        its export); FRESHREC_SCHEMA set to another schema is refused."""
         from stages.common.settings import CommonSettings, load_settings
         from stages.publish.evaluate import evaluate_file, load_model
 

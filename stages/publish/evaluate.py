@@ -1,4 +1,10 @@
-"""`freshrec evaluate`: score a labelled Criteo-format file with a registry version or an export.
+"""`freshrec evaluate`: score a labelled file of raw rows in the model's feature schema's format
+(a Criteo TSV for the Criteo preset, JSON lines for `ecommerce`, ...) with a registry version or
+an export. Rows the schema's RowParser refuses are skipped and counted.
+
+The schema: a registry version's own (its artifact), else the bundled preset of the export's
+`schema_hash`, else FRESHREC_SCHEMA when its hash is the export's. FRESHREC_SCHEMA set to another
+schema than the model's is refused (SchemaError).
 
 Model URIs: `models:/NAME@ALIAS`, `models:/NAME/VERSION` (materialized from the registry, every
 checksum verified), or a local directory: an export (with manifest.json; must be full) or a
@@ -17,17 +23,17 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stages.common.criteo import row_error
 from stages.common.errors import ContractError, PublishError
 from stages.common.model_export import MANIFEST, ModelExport, apply_delta, read_export
 from stages.common.settings import CommonSettings
 from stages.common.trainer_state import CheckpointState
 from stages.publish.core.metrics import EvalMetrics, evaluate_predictions
-from stages.publish.core.requests import rows_to_inputs
-from stages.publish.loaded import LoadedModel, sorted_full
+from stages.publish.core.requests import RequestRows
+from stages.publish.loaded import LoadedModel, check_expected_schema, sorted_full
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 CHUNK = 20_000
@@ -75,6 +81,19 @@ def load_checkpoint_dir(common: CommonSettings, directory: Path) -> ModelExport:
     return model
 
 
+def _loaded(common: CommonSettings, export: ModelExport, version: str, schema: Any) -> LoadedModel:
+    """The model with its schema (see the module docstring), checked against FRESHREC_SCHEMA
+    when that is set."""
+    expected = common.schema() if "feature_schema" in common.model_fields_set else None
+    if schema is None:
+        own = expected or common.schema()
+        schema = own if own.schema_hash == export.spec.schema_hash else None
+    model = LoadedModel(export, version, "full", 0, schema)
+    if model.schema is not None:
+        check_expected_schema(expected, model.schema, f"model {version or 'export'}")
+    return model
+
+
 def load_model(common: CommonSettings, uri: str) -> LoadedModel:
     """The model named by `uri` (see module doc); PublishError when it cannot be found."""
     match = _URI.match(uri)
@@ -85,8 +104,8 @@ def load_model(common: CommonSettings, uri: str) -> LoadedModel:
                 f"{uri!r} is neither models:/NAME@ALIAS, models:/NAME/VERSION nor a directory"
             )
         if (path / MANIFEST).is_file() or any(path.glob(f"*/{MANIFEST}")):
-            return LoadedModel(load_export_dir(path), "", "full", 0)
-        return LoadedModel(load_checkpoint_dir(common, path), "", "full", 0)
+            return _loaded(common, load_export_dir(path), "", None)
+        return _loaded(common, load_checkpoint_dir(common, path), "", None)
     from stages.publish.registry import Registry
 
     registry = Registry(common.model_copy(update={"model_name": match["name"]}))
@@ -97,7 +116,8 @@ def load_model(common: CommonSettings, uri: str) -> LoadedModel:
             raise PublishError(f"model {match['name']} has no alias {match['alias']!r}")
     with tempfile.TemporaryDirectory() as work:
         export = registry.materialize(version, Path(work))
-    return LoadedModel(export, str(version), "full", 0)
+        schema = registry.version_schema(version, Path(work))
+    return _loaded(common, export, str(version), schema)
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -107,27 +127,30 @@ def _lines(path: Path) -> Iterator[bytes]:
 
 
 def evaluate_file(model: LoadedModel, data: Path) -> tuple[EvalMetrics, int]:
-    """Metrics over the valid labelled rows of `data` (.gz read as gzip) and the number of
-    rows skipped as malformed. PublishError when the file is missing or has no valid row."""
+    """Metrics over the valid labelled rows of `data` (.gz read as gzip; rows in the model's
+    schema's format) and the number of rows skipped as malformed. PublishError when the file
+    is missing or has no valid row."""
     if not data.is_file():
         raise PublishError(f"no data file {data}")
+    parser = model.requests
     labels: list[np.ndarray] = []
     probs: list[np.ndarray] = []
     skipped = 0
     chunk: list[bytes] = []
 
     def flush() -> None:
-        inputs = rows_to_inputs(chunk, len(chunk))
-        labels.append(inputs.label)
-        probs.append(model.predict(inputs))
+        nonlocal skipped
+        parsed = parser.row_parser.parse(chunk)
+        skipped += len(parsed.bad)
         chunk.clear()
+        if len(parsed.raw):
+            rows = RequestRows(parsed.raw, np.ones(len(parsed.raw), dtype=np.bool_))
+            labels.append(parsed.raw.label)
+            probs.append(model.predict(parser.inputs(rows)))
 
     for line in _lines(data):
         row = line.rstrip(b"\r\n")
         if not row:
-            continue
-        if row_error(row) is not None:
-            skipped += 1
             continue
         chunk.append(row)
         if len(chunk) >= CHUNK:
@@ -135,5 +158,6 @@ def evaluate_file(model: LoadedModel, data: Path) -> tuple[EvalMetrics, int]:
     if chunk:
         flush()
     if not labels:
-        raise PublishError(f"{data} has no valid labelled Criteo row ({skipped} malformed)")
+        raise PublishError(f"{data} has no valid labelled row of feature schema "
+                           f"{parser.schema.schema_id} ({skipped} malformed)")
     return evaluate_predictions(np.concatenate(labels), np.concatenate(probs)), skipped

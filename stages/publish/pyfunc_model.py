@@ -1,5 +1,5 @@
-"""The MLflow pyfunc model of a registry version (full or delta): Criteo records in, click
-probabilities out.
+"""The MLflow pyfunc model of a registry version (full or delta): records of its feature schema
+in, click probabilities out.
 
 Logged as "models from code" (`pyfunc_entry.py`), so nothing is pickled: the weights are the
 exports' .npy files, loaded (and checksum-verified) in `load_context`. A full version holds its
@@ -7,11 +7,12 @@ export; a delta version holds its delta export and the chain file (`core.chain`)
 versions it applies onto, which `load_context` downloads from the registry, verifies (manifest
 sha256 against the chain file, every array against its manifest) and applies in order.
 
-Inputs (through the signature, see `version_model.py`): a DataFrame with the columns I1..I13,
-C1..C26 (missing values as NaN / None), or with the column `row` holding raw tab-separated
-Criteo rows (39 fields, or 40 with the label first; see `core.requests`). Without schema
-enforcement (`unwrap_python_model().predict`, or a version logged before signatures) a list of
-raw rows, a one-column DataFrame of them and `{"rows": [...]}` are accepted too.
+Inputs (through the signature, see `version_model.py`): a DataFrame with a column per field of
+the version's schema (its artifact `schema`; a version without one: the bundled preset of its
+spec's hash), missing values as NaN / None, multi fields as lists; or with the column `row`
+holding raw rows in the schema's format (see `core.requests`). Without schema enforcement
+(`unwrap_python_model().predict`, or a version logged before signatures) a list of raw rows,
+a one-column DataFrame of them and `{"rows": [...]}` are accepted too.
 Output: float64[n], in input order.
 """
 
@@ -28,21 +29,22 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
 from stages.common.errors import ContractError, PublishError
 from stages.common.model_export import ModelExport, apply_delta, read_export
 from stages.publish.core.chain import CHAIN_FILE, VersionChain
-from stages.publish.core.requests import ROW_COLUMN, records_to_rows, rows_to_inputs
-from stages.publish.loaded import LoadedModel, find_export_dir, sorted_full, verified_export
+from stages.publish.core.invocations import columns_to_rows
+from stages.publish.core.requests import ROW_COLUMN, ModelInputs, RequestParser, raw_rows
+from stages.publish.loaded import (
+    SCHEMA_ARTIFACT, LoadedModel, find_export_dir, read_schema_json, sorted_full, verified_export,
+)
 
 _MAX_ROWS = 10_000_000
-_COLUMNS = frozenset((*DENSE_NAMES, *CAT_NAMES, ROW_COLUMN))
 
 
 def _cell(value: Any) -> Any:
-    """A DataFrame cell as `core.requests` takes it: None when missing, int for an integral
-    number, a list for an array (a `row` cell holding several rows)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    """A DataFrame cell as `core.records` takes it: None when missing, int for an integral
+    number, a list for an array (a multi field)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
@@ -50,24 +52,25 @@ def _cell(value: Any) -> Any:
         return int(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if value is pd.NA:
-        return None
     return value
 
 
-def input_rows(model_input: Any) -> list[bytes]:
-    """The raw rows of any accepted input form (see the module docstring)."""
+def model_inputs(parser: RequestParser, model_input: Any) -> ModelInputs:
+    """The model inputs of any accepted input form (see the module docstring)."""
+    known = {*parser.schema.field_names(), ROW_COLUMN}
     if hasattr(model_input, "columns"):
         columns = [str(c) for c in model_input.columns]
-        if set(columns) & _COLUMNS:
-            records = model_input.to_dict(orient="records")
-            return records_to_rows([{str(k): _cell(v) for k, v in r.items()} for r in records])
+        if set(columns) & known:
+            cells = {str(name): [_cell(v) for v in model_input[name].tolist()]
+                     for name in model_input.columns}
+            return parser.inputs(columns_to_rows(cells, _MAX_ROWS, parser, len(model_input)))
         if not columns:  # what MLflow's schema enforcement leaves of unknown columns
-            raise PublishError(f"no input columns: send I1..I13 and C1..C26, or raw rows in "
-                               f"the column {ROW_COLUMN!r}")
+            raise PublishError("no input columns: send the schema's fields ("
+                               + ", ".join(parser.schema.field_names())
+                               + f") or raw rows in the column {ROW_COLUMN!r}")
         if len(columns) != 1:
-            raise PublishError("a DataFrame input needs the columns I1..C26 or one column "
-                               f"{ROW_COLUMN!r} of raw rows")
+            raise PublishError("a DataFrame input needs the schema's field columns or one "
+                               f"column {ROW_COLUMN!r} of raw rows")
         model_input = model_input.iloc[:, 0].tolist()
     if isinstance(model_input, dict) and "rows" in model_input:
         model_input = model_input["rows"]
@@ -77,7 +80,8 @@ def input_rows(model_input: Any) -> list[bytes]:
         model_input = model_input.split("\n")
     if not isinstance(model_input, list):
         raise PublishError(f"unsupported input type {type(model_input).__name__}")
-    return [r.encode() if isinstance(r, str) else bytes(r) for r in model_input]
+    rows = [r.encode() if isinstance(r, str) else bytes(r) for r in model_input]
+    return parser.inputs(raw_rows(parser, rows, _MAX_ROWS))
 
 
 def registry_uri(chain: VersionChain) -> str:
@@ -112,7 +116,8 @@ def materialize_chain(chain: VersionChain, own_export: Path, work: Path) -> Mode
 
 
 class FreshrecPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
-    """Materializes the version's model (its chain applied) and scores Criteo records."""
+    """Materializes the version's model (its chain applied) and scores records of its
+    feature schema."""
 
     def load_context(self, context: Any) -> None:
         chain_path = context.artifacts.get("chain")
@@ -130,9 +135,12 @@ class FreshrecPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defin
                 own = str(find_export_dir(root))
             with tempfile.TemporaryDirectory(prefix="freshrec-chain-") as work:
                 export = materialize_chain(chain, Path(own), Path(work))
-        self._model = LoadedModel(export, "", "full", int(time.time() * 1000))
+        schema_path = context.artifacts.get(SCHEMA_ARTIFACT)
+        schema = None if schema_path is None else read_schema_json(
+            Path(schema_path).read_text(encoding="utf-8"), f"artifact {SCHEMA_ARTIFACT}")
+        self._model = LoadedModel(export, "", "full", int(time.time() * 1000), schema)
 
     # no type hints: MLflow would derive a signature from them (the signature is explicit)
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        inputs = rows_to_inputs(input_rows(model_input), _MAX_ROWS)
-        return self._model.predict(inputs)
+        model = self._model
+        return model.predict(model_inputs(model.requests, model_input))

@@ -23,13 +23,18 @@ from typing import Any
 
 from stages.common.errors import ContractError, PublishError, ServiceUnavailable, require
 from stages.common.model_export import (
-    ARTIFACT_DIR, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, apply_delta, artifact_path, read_export,
+    ARTIFACT_DIR, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, ModelSpec, apply_delta, artifact_path,
+    read_export,
 )
+from stages.common.schema import FeatureSchema
 from stages.common.settings import CommonSettings, redact_text, redact_url
 from stages.publish.core import plan
 from stages.publish.core.chain import EXPORT_PATHS, VersionChain, link_of, public_uri
 from stages.publish.core.plan import VersionInfo
-from stages.publish.loaded import find_export_dir, manifest_sha256, sorted_full, verified_export
+from stages.publish.loaded import (
+    SCHEMA_FILE, check_expected_schema, find_export_dir, manifest_sha256, read_schema_json,
+    schema_of_spec, sorted_full, verified_export,
+)
 from stages.publish.version_model import save_version_model
 
 __all__ = ["PUBLISH_DIR", "Registry", "manifest_sha256"]
@@ -43,6 +48,7 @@ HTTP_ENV = {
 }
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 TAG_MODEL = "freshrec.model"  # on the publisher run: the registered model it publishes
+TAG_SCHEMA = "freshrec.schema"  # on a version: the schema_id of its feature schema
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -242,9 +248,11 @@ class Registry:
         chain = self.chain_for(tags)
         run_id = self._run()
         rel = f"{PUBLISH_DIR}/{seq:08d}"
+        schema = self.common.schema()
+        tags = {**tags, TAG_SCHEMA: schema.schema_id}
         with tempfile.TemporaryDirectory(dir=export_dir.parent) as tmp:
             staged = Path(tmp) / "version"
-            save_version_model(export_dir, chain, staged)
+            save_version_model(export_dir, chain, staged, schema)
             self._call("upload a version", self.client.log_artifacts, run_id, str(staged), rel)
         mv = self._call("create a model version", self.client.create_model_version,
                         self.name, f"runs:/{run_id}/{rel}", run_id=run_id, tags=tags,
@@ -402,6 +410,30 @@ class Registry:
                                    info.publish_seq, f"version {info.version}")
         finally:
             shutil.rmtree(dst, ignore_errors=True)
+
+    def version_schema(self, version: int, work: Path) -> FeatureSchema | None:
+        """The feature schema version `version` carries (`artifacts/schema.json`), None for a
+        version registered before versions carried one."""
+        mv = self._call("read a model version", self.client.get_model_version,
+                        self.name, str(version))
+        run_id, _, rel = str(mv.source).removeprefix("runs:/").partition("/")
+        listed = self._call("list a version", self.client.list_artifacts, run_id,
+                            f"{rel}/artifacts")
+        if not any(f.path.endswith(f"/{SCHEMA_FILE}") for f in listed):
+            return None
+        with tempfile.TemporaryDirectory(dir=work) as dst:
+            local = self._call("download a version's schema", self.client.download_artifacts,
+                               run_id, f"{rel}/artifacts/{SCHEMA_FILE}", dst)
+            return read_schema_json(Path(local).read_text("utf-8"), f"version {version}")
+
+    def served_schema(self, version: int, spec: ModelSpec, work: Path) -> FeatureSchema:
+        """The schema to serve version `version` (model `spec`) with: its own, else the preset
+        of its spec (`loaded.schema_of_spec`); refused (ServedSchemaError, a ContractError)
+        when FRESHREC_SCHEMA is set to another schema."""
+        schema = schema_of_spec(spec, self.version_schema(version, work))
+        if "feature_schema" in self.common.model_fields_set:
+            check_expected_schema(self.common.schema(), schema, f"version {version}")
+        return schema
 
     def materialize(
         self, target: int, work: Path, have: tuple[int, ModelExport] | None = None

@@ -62,7 +62,7 @@ from stages.common.settings import redact_text
 from stages.publish.core.invocations import csv_invocation, json_invocation
 from stages.publish.core.plan import T_PUBLISHED_MS
 from stages.publish.core.requests import (
-    ModelInputs, RequestError, body_to_columns, json_to_inputs, text_to_inputs,
+    ModelInputs, RequestError, RequestParser, json_to_inputs, text_to_inputs,
 )
 from stages.publish.loaded import LoadedModel
 from stages.publish.metrics_prom import CONTENT_TYPE, ServingMetrics
@@ -74,7 +74,8 @@ log = logging.getLogger(__name__)
 
 # (response, rows scored)
 Handler = Callable[[Request], Awaitable[tuple[Response, int]]]
-Parser = Callable[[bytes, int], ModelInputs]
+# (body, max rows, the served model's request parser: its feature schema)
+Parser = Callable[[bytes, int, RequestParser], ModelInputs]
 # Bodies up to this size are scored on the event loop: measured, a thread hop costs more than
 # parsing and scoring ~100 rows; bigger bodies go to a worker thread so that the loop keeps
 # accepting requests.
@@ -112,6 +113,7 @@ class ModelFollower:
             diverged = non_finite(export)
             if diverged is not None:
                 raise ContractError(diverged)
+            schema = self.registry.served_schema(version, export.spec, self.work)
         except ContractError as exc:
             self.swap_failures["refused"] += 1
             self._refused = version
@@ -127,7 +129,8 @@ class ModelFollower:
                         self.last_error)
             return False
         self._published = (str(version), self._published_at_ms(version))
-        self.current = LoadedModel(export, str(version), "full", int(time.time() * 1000))
+        self.current = LoadedModel(export, str(version), "full", int(time.time() * 1000),
+                                   schema)
         self.last_error = None
         self.swaps += 1
         log.info("now serving %s v%s (%d rows)", self.registry.name, version, len(export.ids))
@@ -266,7 +269,7 @@ def _plain(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
 
 def _score(parse: Parser, body: bytes, model: LoadedModel, max_rows: int
            ) -> tuple[npt.NDArray[np.float64], int]:
-    inputs = parse(body, max_rows)
+    inputs = parse(body, max_rows, model.requests)
     return model.predict(inputs), len(inputs)
 
 
@@ -280,11 +283,11 @@ def _predict_parser(ctype: str) -> Parser:
 
 def _invocations_parser(ctype: str) -> Parser:
     if ctype == "application/json":
-        return lambda body, max_rows: json_invocation(body, max_rows).inputs()
+        return lambda body, max_rows, p: p.inputs(json_invocation(body, max_rows, p))
     if ctype == "text/csv":
-        return lambda body, max_rows: csv_invocation(body, max_rows).inputs()
+        return lambda body, max_rows, p: p.inputs(csv_invocation(body, max_rows, p))
     if ctype in _TEXT_TYPES:
-        return lambda body, max_rows: body_to_columns(body, max_rows).inputs()
+        return text_to_inputs
     raise RequestError(415, f"content type {ctype!r}: send application/json (dataframe_split, "
                             "dataframe_records, instances or inputs), text/csv or raw rows")
 
@@ -405,12 +408,17 @@ def create_app(
                           name=path.strip("/"))
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        model = follower.current  # the bodies follow the served model's feature schema
+        served = model.schema if model is not None else None
+        served_id = served.schema_id if served is not None else None
+        if app.openapi_schema is None or app.openapi_schema.get("x-feature-schema") != served_id:
             from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
-            schema["paths"].update(scoring_paths(max_rows, settings.serve_token is not None))
+            schema["paths"].update(scoring_paths(max_rows, settings.serve_token is not None,
+                                                 served))
+            schema["x-feature-schema"] = served_id
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -11,12 +11,17 @@ Layout of a version directory (`publish/<seq:08d>/` of the publisher run):
 A delta keeps its export outside `artifacts/` where serving (and releases before this one)
 read it; the pyfunc model finds it next to its chain file. No pickle anywhere.
 
-Signature: the inputs are the Criteo columns I1..I13 (double, optional) and C1..C26 (string,
-optional), plus `row` (string, optional): one raw tab-separated Criteo row per record (39
-fields, or 40 with the label first) for callers that hold raw rows. The output is one double
-per record (the click probability). The integer columns are declared double because MLflow
-casts a `long` column with a missing value to int64 and refuses it (its own advice: declare
-integer columns that may miss values as double); a pandas caller passes float64 columns.
+The version carries its feature schema: the artifact `schema` (`artifacts/schema.json`, the
+schema's canonical JSON, `loaded.schema_json`), which the pyfunc model, serving and evaluate parse
+requests with (no FRESHREC_SCHEMA needed where the model is loaded).
+
+Signature, generated from the schema (`signature`): one optional column per input field, by
+name: a dense field `double` (integers too: MLflow casts a `long` column with a missing value
+to int64 and refuses it, its own advice is to declare such columns double), a categorical
+field `string` (hex and str) or `long` (int), a multi field an array of those; plus `row`
+(string, optional): one raw row in the schema's format per record for callers that hold raw
+rows. The output is one double per record (the click probability). The input example is two
+records of made-up values, the second with missing values.
 """
 
 from __future__ import annotations
@@ -27,28 +32,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
 from stages.common.errors import require
+from stages.common.model_export import ModelSpec, read_manifest
+from stages.common.schema import CategoricalField, FeatureSchema
 from stages.publish.core.chain import CHAIN_FILE, VersionChain
 from stages.publish.core.requests import ROW_COLUMN
+from stages.publish.loaded import SCHEMA_ARTIFACT, SCHEMA_FILE, schema_json, schema_of_spec
 
 _HERE = Path(__file__).resolve().parent
 # What the pyfunc model imports, copied into the model (code_paths): loading it needs no
 # freshrec installation.
 _CODE = ("__init__.py", "publish/__init__.py", "publish/loaded.py", "publish/pyfunc_model.py",
-         "publish/core/__init__.py", "publish/core/requests.py", "publish/core/chain.py",
-         "publish/core/plan.py")
-# Two records of the input example: one complete, one with missing values. Made-up values in
-# the Criteo format (8 hex digits), not rows of the data set.
-_EXAMPLE_DENSE = ((1, 1, 5, 0, 1382, 4, 15, 2, 181, 1, 2, None, 2),
-                  (None, 0, 44, 1, 102, 8, 2, 2, 4, 1, 1, None, 4))
-_EXAMPLE_CATS = tuple(
-    tuple(None if i == 21 else f"{(row * 26 + i + 1) * 2654435761 % 2**32:08x}"
-          for i in range(26))
-    for row in range(2)
-)
-
-
+         "publish/core/__init__.py", "publish/core/requests.py", "publish/core/records.py",
+         "publish/core/invocations.py", "publish/core/chain.py", "publish/core/plan.py")
 def _code(into: Path) -> Path:
     """A minimal copy of the `stages` package the pyfunc model needs."""
     root = _HERE.parent
@@ -60,42 +56,69 @@ def _code(into: Path) -> Path:
     return pkg
 
 
-def signature() -> Any:
-    """The model signature of every version (see the module docstring)."""
-    schema: Any = require("mlflow.types.schema", "publish")
+def _id_type(field: CategoricalField) -> str:
+    return "long" if field.type == "int" else "string"
+
+
+def signature(schema: FeatureSchema) -> Any:
+    """The model signature of a version of `schema` (see the module docstring)."""
+    types: Any = require("mlflow.types.schema", "publish")
     models: Any = require("mlflow.models", "publish")
-    inputs = [schema.ColSpec("double", name, required=False) for name in DENSE_NAMES]
-    inputs += [schema.ColSpec("string", name, required=False) for name in CAT_NAMES]
-    inputs.append(schema.ColSpec("string", ROW_COLUMN, required=False))
-    return models.ModelSignature(inputs=schema.Schema(inputs),
-                                 outputs=schema.Schema([schema.ColSpec("double")]))
+    inputs = [types.ColSpec("double", f.name, required=False) for f in schema.dense]
+    inputs += [types.ColSpec(_id_type(f), f.name, required=False) for f in schema.categorical]
+    inputs += [types.ColSpec(types.Array(_id_type(f)), f.name, required=False)
+               for f in schema.multi]
+    inputs.append(types.ColSpec("string", ROW_COLUMN, required=False))
+    return models.ModelSignature(inputs=types.Schema(inputs),
+                                 outputs=types.Schema([types.ColSpec("double")]))
 
 
-def input_example() -> Any:
+def _example_id(field: CategoricalField, k: int) -> Any:
+    value = (k * 2654435761 + len(field.name)) % 2**32
+    if field.type == "hex":
+        return f"{value:08x}"
+    return value if field.type == "int" else f"{field.name}-{value % 97}"
+
+
+def input_example(schema: FeatureSchema) -> Any:
     """Two records in the column form, the second with missing values (NaN / None)."""
     import pandas
 
-    records = [
-        {**{n: (float("nan") if v is None else float(v)) for n, v in zip(DENSE_NAMES, dense)},
-         **dict(zip(CAT_NAMES, cats))}
-        for dense, cats in zip(_EXAMPLE_DENSE, _EXAMPLE_CATS)
-    ]
-    return pandas.DataFrame.from_records(records, columns=[*DENSE_NAMES, *CAT_NAMES])
+    records = []
+    for row in range(2):
+        record: dict[str, Any] = {}
+        for j, dense in enumerate(schema.dense):
+            missing = row == 1 and j % 2 == 0
+            record[dense.name] = float("nan") if missing else float(row * 7 + j + 1)
+        for j, cat in enumerate(schema.categorical):
+            record[cat.name] = None if row == 1 and j % 3 == 1 else _example_id(cat, row + j)
+        for multi in schema.multi:
+            record[multi.name] = [_example_id(multi, row + i) for i in range(2 - row)]
+        records.append(record)
+    return pandas.DataFrame.from_records(records, columns=list(schema.field_names()))
 
 
-def save_version_model(export_dir: Path, chain: VersionChain, into: Path) -> None:
-    """Save the pyfunc model of a version into the (absent) directory `into`: a full version
-    with `export_dir` as its artifact `export`, a delta with `export_dir` copied to `export/`."""
+def save_version_model(export_dir: Path, chain: VersionChain, into: Path,
+                       schema: FeatureSchema) -> None:
+    """Save the pyfunc model of a version of `schema` into the (absent) directory `into`: a
+    full version with `export_dir` as its artifact `export`, a delta with `export_dir` copied
+    to `export/`; the schema as the artifact `schema`. ContractError when the export was made
+    with another schema."""
+    schema_of_spec(ModelSpec.from_dict(read_manifest(export_dir)["spec"]), schema)
     pyfunc: Any = require("mlflow.pyfunc", "publish")
     mlflow: Any = require("mlflow", "publish")
     import numpy
     import pandas
     import pyarrow
+    import pydantic
+    import yaml
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         chain_file = Path(tmp) / CHAIN_FILE
         chain_file.write_text(chain.to_json())
-        artifacts = {"chain": str(chain_file)}
+        schema_file = Path(tmp) / SCHEMA_FILE
+        schema_file.write_text(schema_json(schema))
+        artifacts = {"chain": str(chain_file), SCHEMA_ARTIFACT: str(schema_file)}
         if chain.kind == "full":
             # MLflow names an artifact directory after its source: it must be `export`
             # (`core.chain.EXPORT_PATHS`)
@@ -109,14 +132,16 @@ def save_version_model(export_dir: Path, chain: VersionChain, into: Path) -> Non
             python_model=str(_HERE / "pyfunc_entry.py"),
             artifacts=artifacts,
             code_paths=[str(_code(Path(tmp) / "code"))],
-            signature=signature(),
-            input_example=input_example(),
+            signature=signature(schema),
+            input_example=input_example(schema),
             # explicit: inferring them loads the model in a subprocess (tens of seconds)
             pip_requirements=[
                 f"mlflow=={mlflow.__version__}",
                 f"numpy=={numpy.__version__}",
                 f"pandas=={pandas.__version__}",
                 f"pyarrow=={pyarrow.__version__}",
+                f"pydantic=={pydantic.__version__}",
+                f"pyyaml=={yaml.__version__}",
             ],
         )
     if chain.kind == "delta":

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from infra.services.ports import free_port
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
 from stages.common.model_export import TAG_EXPORT_SEQ
+from stages.common.schema import load_schema
 from stages.common.settings import CommonSettings, load_settings
 from stages.publish.core.requests import text_to_inputs
 from stages.publish.loaded import LoadedModel
@@ -36,6 +36,9 @@ from stages.publish.settings import PublishSettings
 
 pytestmark = pytest.mark.integration
 N_ROWS = 40
+CRITEO = load_schema("criteo")
+DENSE_NAMES = [f.name for f in CRITEO.dense]
+CAT_NAMES = [f.name for f in CRITEO.categorical]
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,10 @@ class Published:
 
     def expected(self, version: int) -> np.ndarray:
         """What the registry-materialized model of `version` predicts for `rows`."""
-        model = Registry(self.common).materialize(version, self.work)
-        inputs = text_to_inputs("\n".join(self.rows).encode(), 1000)
-        return LoadedModel(model, str(version), "full", 0).predict(inputs)
+        model = LoadedModel(Registry(self.common).materialize(version, self.work),
+                            str(version), "full", 0)
+        inputs = text_to_inputs("\n".join(self.rows).encode(), 1000, model.requests)
+        return model.predict(inputs)
 
 
 def _columns(rows: list[str]) -> pd.DataFrame:
@@ -109,7 +113,7 @@ def test_load_model_by_alias_and_version(published: Published,
                          (f"models:/{name}/2", 2), (f"models:/{name}/1", 1)):
         info = mlflow.models.get_model_info(uri)
         assert info.signature is not None and info.saved_input_example_info is not None
-        assert info.signature.inputs.input_names()[:2] == ["I1", "I2"]
+        assert info.signature.inputs.input_names() == [*DENSE_NAMES, *CAT_NAMES, "row"]
         model = mlflow.pyfunc.load_model(uri)
         expected = published.expected(version)
         np.testing.assert_allclose(model.predict(columns), expected, atol=1e-5, err_msg=uri)
@@ -206,6 +210,8 @@ async def test_mlflow_models_serve_a_delta_version(published: Published, tmp_pat
         refused = httpx.post(f"{base}/invocations", json={"dataframe_split": {
             "columns": ["I1", "row"], "data": [[1, published.rows[0]]]}}, timeout=60)
         assert refused.status_code >= 400 and "not both" in refused.text
+        registry = Registry(published.common)
+        assert registry.version_tags(3)["freshrec.schema"] == CRITEO.schema_id
     finally:
         proc.terminate()
         try:

@@ -1,4 +1,6 @@
-"""A version is a plain MLflow pyfunc model (raw rows or I1..C26 columns in), and `freshrec evaluate` scores a labelled file with a registry version or exports."""
+"""A version is a plain MLflow pyfunc model (raw rows or its schema's field columns in), and
+`freshrec evaluate` scores a labelled file in the model's schema's format with a registry
+version or exports."""
 
 from __future__ import annotations
 
@@ -11,19 +13,25 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
 from stages.common.model_export import ModelExport, ModelSpec, apply_delta, write_export
 from stages.common.reference_model import predict
+from stages.common.schema import SchemaError, load_schema
 from stages.common.settings import CommonSettings
-from stages.publish.core.requests import text_to_inputs
+from stages.publish.core.metrics import evaluate_predictions
+from stages.publish.core.requests import RequestParser, text_to_inputs
 from stages.publish.evaluate import evaluate_file, load_model
 from stages.publish.publisher import run_publisher
 from stages.publish.settings import PublishSettings
-from stages.publish.synthetic import criteo_rows, delta_export, full_export
+from stages.publish.synthetic import (
+    criteo_rows, delta_export, full_export, schema_export, schema_rows, synthetic_records,
+)
 
 pytestmark = pytest.mark.integration
 SPEC = ModelSpec("wide_deep", 4, (8,))
 ROWS = criteo_rows(20, np.random.default_rng(21))
+CRITEO = load_schema("criteo")
+DENSE_NAMES = [f.name for f in CRITEO.dense]
+CAT_NAMES = [f.name for f in CRITEO.categorical]
 
 
 def _published(common: CommonSettings, run: Any) -> ModelExport:
@@ -34,7 +42,7 @@ def _published(common: CommonSettings, run: Any) -> ModelExport:
 
 
 def _expected(model: ModelExport) -> np.ndarray:
-    inputs = text_to_inputs("\n".join(ROWS).encode(), 100)
+    inputs = text_to_inputs("\n".join(ROWS).encode(), 100, RequestParser(CRITEO))
     return predict(model, inputs.dense, inputs.ids)
 
 
@@ -83,3 +91,31 @@ def test_evaluate_registry_version_export_and_checkpoint_dirs(
     line = json.loads(result.output.strip().splitlines()[-1])
     assert line["auc"] == pytest.approx(metrics.auc) and line["count"] == metrics.count
     assert {"logloss", "ne", "calibration"} <= set(line)
+
+
+def test_evaluate_an_ecommerce_export_on_json_lines(common: CommonSettings, tmp_path: Path
+                                                   ) -> None:
+    """An export of the ecommerce preset, rows as JSON lines (one malformed): the schema is
+    the preset of the export's hash, with no FRESHREC_SCHEMA."""
+    shop = load_schema("ecommerce")
+    model = schema_export(shop, np.random.default_rng(41))
+    write_export(model, tmp_path / "export")
+    labels = [i % 2 for i in range(40)]
+    records = synthetic_records(shop, 40, np.random.default_rng(42))
+    rows = schema_rows(shop, records, labels)
+    data = tmp_path / "events.jsonl"
+    data.write_text("\n".join([*rows[:10], "{not json", *rows[10:]]) + "\n")
+    loaded = load_model(CommonSettings(mlflow_tracking_uri=common.mlflow_tracking_uri),
+                        str(tmp_path / "export"))
+    assert loaded.schema == shop
+    told = CommonSettings(mlflow_tracking_uri=common.mlflow_tracking_uri, feature_schema="criteo")
+    with pytest.raises(SchemaError, match="but FRESHREC_SCHEMA names criteo@"):
+        load_model(told, str(tmp_path / "export"))
+    metrics, skipped = evaluate_file(loaded, data)
+    parser = RequestParser(shop)
+    inputs = parser.inputs(parser.records(records, 100))
+    want = evaluate_predictions(np.asarray(labels, np.int8),
+                                predict(model, inputs.dense, inputs.ids))
+    assert skipped == 1 and metrics.count == 40
+    assert metrics.auc == pytest.approx(want.auc) and metrics.logloss == pytest.approx(
+        want.logloss)

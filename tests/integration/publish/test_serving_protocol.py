@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.services.ports import free_port
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
+from stages.common.schema import load_schema
 from stages.common.model_export import ModelSpec
 from stages.common.settings import CommonSettings
 from stages.publish.publisher import run_publisher
@@ -26,6 +26,9 @@ from stages.publish.synthetic import criteo_rows, full_export, synthetic_meta
 
 pytestmark = pytest.mark.integration
 SETTINGS = PublishSettings(full_every=4, serve_poll_s=0.2)
+CRITEO = load_schema("criteo")
+DENSE_NAMES = tuple(f.name for f in CRITEO.dense)
+CAT_NAMES = tuple(f.name for f in CRITEO.categorical)
 
 
 # the same forms as tests/unit/publish/test_serving_app.py (tests are not a package)

@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
 from stages.common.errors import ContractError
 from stages.common.model_export import ModelSpec, apply_delta, write_export
 from stages.publish.core.chain import (
     CHAIN_FORMAT_VERSION, EXPORT_PATHS, ChainLink, VersionChain, link_of, public_uri,
 )
 from stages.publish.core.plan import VersionInfo
-from stages.publish.core.requests import RequestError, records_to_rows, rows_to_inputs
+from stages.common.schema import load_schema
+from stages.publish.core.invocations import columns_to_rows
+from stages.publish.core.requests import RequestError, RequestParser, text_to_inputs
 from stages.publish.loaded import manifest_sha256
 from stages.publish.synthetic import criteo_rows, delta_export, full_export
 
@@ -75,33 +76,42 @@ def test_link_of_and_public_uri() -> None:
     assert public_uri("databricks") == "databricks"
 
 
-def test_records_to_rows() -> None:
+CRITEO = load_schema("criteo")
+PARSER = RequestParser(CRITEO)
+DENSE_NAMES = [f.name for f in CRITEO.dense]
+CAT_NAMES = [f.name for f in CRITEO.categorical]
+
+
+def test_records_with_rows_and_fields() -> None:
     row = "\t".join(["1"] * 13 + ["68fd1e64"] * 26)
     instance = {**{n: 1 for n in DENSE_NAMES}, **{n: "68fd1e64" for n in CAT_NAMES}}
-    got = records_to_rows([{"row": row, "I1": None}, {**instance, "row": None},
-                           {"row": [row, row]}])
-    assert got == [row.encode()] * 4
+    columns = {k: [None, v, None] for k, v in instance.items()}
+    columns["I1"] = [None, 1, None]
+    got = PARSER.inputs(columns_to_rows({**columns, "row": [row, None, row]}, 10, PARSER))
+    want = text_to_inputs("\n".join([row] * 3).encode(), 10, PARSER)
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.dense, want.dense)
     with pytest.raises(RequestError, match="record 2: give either"):
-        records_to_rows([{"row": row}, {"row": row, "I3": 4}])
-    with pytest.raises(RequestError, match="must be a string"):
-        records_to_rows([{"row": 5}])
+        columns_to_rows({"row": [row, row], "I3": [None, 4]}, 10, PARSER)
+    with pytest.raises(RequestError, match="must hold strings"):
+        columns_to_rows({"row": [5]}, 10, PARSER)
 
 
-def test_input_rows_of_frames_with_missing_values() -> None:
-    from stages.publish.pyfunc_model import input_rows
+def test_model_inputs_of_frames_with_missing_values() -> None:
+    from stages.publish.pyfunc_model import model_inputs
 
     rows = criteo_rows(30, np.random.default_rng(2), label=False)
     cells = [[v or None for v in r.split("\t")] for r in rows]
     frame = pd.DataFrame(cells, columns=[*DENSE_NAMES, *CAT_NAMES])
     for name in DENSE_NAMES:
         frame[name] = pd.to_numeric(frame[name]).astype("float64")
-    expected = rows_to_inputs([r.encode() for r in rows], 100)
-    for given in (frame, pd.DataFrame({"row": rows})):
-        got = rows_to_inputs(input_rows(given), 100)
+    expected = text_to_inputs("\n".join(rows).encode(), 100, PARSER)
+    for given in (frame, pd.DataFrame({"row": rows}), rows, {"rows": rows}):
+        got = model_inputs(PARSER, given)
         np.testing.assert_array_equal(got.ids, expected.ids)
         np.testing.assert_array_equal(got.dense, expected.dense)
     with pytest.raises(Exception, match="no input columns"):
-        input_rows(pd.DataFrame(index=range(3)))
+        model_inputs(PARSER, pd.DataFrame(index=range(3)))
 
 
 def test_materialize_chain_from_local_versions(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Prediction request parsing: accepted forms and the 4xx reasons."""
+"""Prediction request parsing for the Criteo preset: accepted forms, the array parser against
+the schema's RowParser, and the 4xx reasons."""
 
 from __future__ import annotations
 
@@ -9,32 +10,51 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES, parse_valid_rows
-from stages.common.hashing import feature_ids
-from stages.common.transform import dense_transform
+from stages.common.layout import Transform, compile_layout
+from stages.common.schema import load_schema
 from stages.publish.core.invocations import csv_invocation, json_invocation
 from stages.publish.core.requests import (
-    RequestError, _parse_body, json_to_inputs, rows_to_columns, rows_to_inputs, text_to_inputs,
+    ModelInputs, RequestError, RequestParser, _parse_body, json_to_inputs, text_layout,
+    text_to_inputs,
 )
 from stages.publish.synthetic import criteo_rows
 
+SCHEMA = load_schema("criteo")
+PARSER = RequestParser(SCHEMA)
+LAYOUT = text_layout(SCHEMA)
+DENSE_NAMES = tuple(f.name for f in SCHEMA.dense)
+CAT_NAMES = tuple(f.name for f in SCHEMA.categorical)
 ROWS = criteo_rows(5, np.random.default_rng(0))
 
 
+def _text(body: bytes, max_rows: int) -> ModelInputs:
+    return text_to_inputs(body, max_rows, PARSER)
+
+
+def _json(body: bytes, max_rows: int) -> ModelInputs:
+    return json_to_inputs(body, max_rows, PARSER)
+
+
+def test_the_criteo_preset_takes_the_array_parser() -> None:
+    assert LAYOUT is not None and (LAYOUT.n_dense, LAYOUT.n_cats) == (13, 26)
+    assert text_layout(load_schema("ecommerce")) is None
+
+
 def test_labelled_and_unlabelled_rows_give_the_same_inputs() -> None:
-    batch = parse_valid_rows([r.encode() for r in ROWS])
-    labelled = text_to_inputs("\n".join(ROWS).encode() + b"\n\n", 10)
-    unlabelled = text_to_inputs("\r\n".join(r.split("\t", 1)[1] for r in ROWS).encode(), 10)
+    parsed = PARSER.row_parser.parse([r.encode() for r in ROWS])
+    transform = Transform(SCHEMA, compile_layout(SCHEMA, 8))
+    labelled = _text("\n".join(ROWS).encode() + b"\n\n", 10)
+    unlabelled = _text("\r\n".join(r.split("\t", 1)[1] for r in ROWS).encode(), 10)
     for got in (labelled, unlabelled):
-        np.testing.assert_array_equal(got.dense, dense_transform(batch.dense))
-        np.testing.assert_array_equal(got.ids, feature_ids(batch.cats, batch.cat_missing))
+        np.testing.assert_array_equal(got.dense, transform.dense(parsed.raw))
+        np.testing.assert_array_equal(got.ids, transform.ids(parsed.raw))
     assert labelled.has_label.all() and not unlabelled.has_label.any()
-    np.testing.assert_array_equal(labelled.label, batch.label)
+    np.testing.assert_array_equal(labelled.label, parsed.raw.label)
 
 
 def test_json_rows_and_instances() -> None:
-    expected = text_to_inputs("\n".join(ROWS).encode(), 10)
-    by_rows = json_to_inputs(json.dumps({"rows": ROWS}).encode(), 10)
+    expected = _text("\n".join(ROWS).encode(), 10)
+    by_rows = _json(json.dumps({"rows": ROWS}).encode(), 10)
     instances = []
     for row in ROWS:
         fields = row.split("\t")
@@ -43,7 +63,7 @@ def test_json_rows_and_instances() -> None:
             if value:
                 inst[name] = int(value) if name.startswith("I") else value
         instances.append(inst)
-    by_instances = json_to_inputs(json.dumps({"instances": instances}).encode(), 10)
+    by_instances = _json(json.dumps({"instances": instances}).encode(), 10)
     for got in (by_rows, by_instances):
         np.testing.assert_array_equal(got.ids, expected.ids)
         np.testing.assert_array_equal(got.dense, expected.dense)
@@ -52,18 +72,24 @@ def test_json_rows_and_instances() -> None:
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (b"1\t2\t3", 422, "row 1: expected 39 fields (no label) or 40 (label first), got 3"),
-        ("\n".join([ROWS[0], ROWS[1].replace("\t", "\tx", 1)]).encode(), 422,
-         "row 2: I1 is not an integer: 'x"),
-        (("2" + ROWS[0][1:]).encode(), 422, "row 1: label must be 0 or 1, got '2'"),
+        (b"1\t2\t3", 422, "row 1: "),
+        ("\n".join([ROWS[0], ROWS[1].replace("\t", "\tx", 1)]).encode(), 422, "row 2: "),
+        (("2" + ROWS[0][1:]).encode(), 422, "row 1: "),
         (b"\n\n", 422, "no rows in the request"),
         ("\n".join(ROWS * 3).encode(), 413, "too many rows: 11"),
     ],
 )
 def test_text_errors(body: bytes, status: int, message: str) -> None:
     with pytest.raises(RequestError) as err:
-        text_to_inputs(body, 10)
+        _text(body, 10)
     assert err.value.status == status and message in str(err.value)
+
+
+def test_a_bad_value_is_named() -> None:
+    bad = ROWS[1].split("\t")
+    bad[1] = "x"
+    with pytest.raises(RequestError, match="row 2: .*I1"):
+        _text("\n".join([ROWS[0], "\t".join(bad)]).encode(), 10)
 
 
 @pytest.mark.parametrize(
@@ -73,15 +99,16 @@ def test_text_errors(body: bytes, status: int, message: str) -> None:
         (b'{"rows": [], "instances": []}', 400, '"rows" or "instances"'),
         (b'{"rows": "abc"}', 400, "must be a list"),
         (b'{"rows": [1, 2]}', 422, "list of strings"),
-        (b'{"instances": [{"I1": 1.5}]}', 422, "instance 1: I1 must be a string or an integer"),
-        (b'{"instances": [{"X9": 1}]}', 422, "instance 1: unknown field 'X9'"),
-        (b'{"instances": [{"C1": "ZZ"}]}', 422, "row 1: C1 is not 8 lowercase hex digits"),
-        (b'{"instances": [5]}', 422, "instance 1 is not an object"),
+        (b'{"instances": [{"I1": 1.5}]}', 422, "record 1: I1 must be an integer, got 1.5"),
+        (b'{"instances": [{"I1": true}]}', 422, "record 1: I1 must be a number"),
+        (b'{"instances": [{"X9": 1}]}', 422, "unknown field 'X9'"),
+        (b'{"instances": [{}, {"C1": "ZZ"}]}', 422, "record 2: C1 must be a string of 1 to 8 hex"),
+        (b'{"instances": [5]}', 422, "record 1 is not an object"),
     ],
 )
 def test_json_errors(payload: bytes, status: int, message: str) -> None:
     with pytest.raises(RequestError) as err:
-        json_to_inputs(payload, 10)
+        _json(payload, 10)
     assert err.value.status == status and message in str(err.value)
 
 
@@ -89,7 +116,7 @@ def test_json_errors(payload: bytes, status: int, message: str) -> None:
 @given(body=st.binary(max_size=400) | st.text(alphabet="0123456789abcdef\t\n-x", max_size=400)
        .map(str.encode))
 def test_arbitrary_bodies_give_inputs_or_a_request_error(body: bytes) -> None:
-    for parse in (text_to_inputs, json_to_inputs):
+    for parse in (_text, _json):
         try:
             out = parse(body, 50)
         except RequestError as exc:
@@ -99,7 +126,7 @@ def test_arbitrary_bodies_give_inputs_or_a_request_error(body: bytes) -> None:
 
 
 def test_instances_with_only_missing_values_are_valid() -> None:
-    out = rows_to_inputs([b"\t" * 38], 1)
+    out = _text(b"\t" * 38, 1)
     assert len(out) == 1 and not out.dense.any()
 
 
@@ -119,14 +146,16 @@ def _valid_row(draw: st.DrawFn) -> str:
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(_valid_row(), min_size=1, max_size=8), trailer=st.sampled_from(["", "\n",
                                                                                      "\n\n"]))
-def test_the_array_parser_equals_the_per_row_parser(rows: list[str], trailer: str) -> None:
+def test_the_array_parser_equals_the_row_parser(rows: list[str], trailer: str) -> None:
     body = ("\n".join(rows) + trailer).encode()
-    fast = _parse_body(body)
-    slow = rows_to_columns(body.split(b"\n"), 100)
+    assert LAYOUT is not None
+    fast = _parse_body(body, LAYOUT)
+    slow = PARSER.rows(body.split(b"\n"), 100)
     assert fast is not None
-    for name in ("dense", "cats", "cat_missing", "label", "has_label"):
-        got, want = getattr(fast, name), getattr(slow, name)
-        assert got.dtype == want.dtype, name
+    np.testing.assert_array_equal(fast.has_label, slow.has_label)
+    for name in ("dense", "cat_values", "cat_missing", "label", "multi_values", "multi_len"):
+        got, want = getattr(fast.raw, name), getattr(slow.raw, name)
+        assert got.dtype == want.dtype and got.shape == want.shape, name
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
@@ -136,11 +165,11 @@ def test_the_array_parser_equals_the_per_row_parser(rows: list[str], trailer: st
     b"1\t" + b"1" * 19 + b"\t" * 38, b"\n\n",
 ])
 def test_the_array_parser_leaves_bad_bodies_to_the_per_row_path(body: bytes) -> None:
-    assert _parse_body(body) is None
+    assert LAYOUT is not None and _parse_body(body, LAYOUT) is None
 
 
 def test_invocation_forms_give_the_same_columns() -> None:
-    want = text_to_inputs("\n".join(ROWS).encode(), 10)
+    want = _text("\n".join(ROWS).encode(), 10)
     names = [*DENSE_NAMES, *CAT_NAMES]
     cells = [[v or None for v in r.split("\t")[1:]] for r in ROWS]
     typed = [[None if v is None else (int(v) if n[0] == "I" else v)
@@ -153,12 +182,12 @@ def test_invocation_forms_give_the_same_columns() -> None:
         {"dataframe_split": {"columns": ["row"], "data": [[r] for r in ROWS]}},
     ]
     for body in bodies:
-        got = json_invocation(json.dumps(body).encode(), 10).inputs()
+        got = PARSER.inputs(json_invocation(json.dumps(body).encode(), 10, PARSER))
         np.testing.assert_array_equal(got.ids, want.ids)
         np.testing.assert_array_equal(got.dense, want.dense)
     header = ",".join(names)
     csv_body = "\n".join([header] + [",".join(v or "" for v in row) for row in cells])
-    got = csv_invocation(csv_body.encode(), 10).inputs()
+    got = PARSER.inputs(csv_invocation(csv_body.encode(), 10, PARSER))
     np.testing.assert_array_equal(got.ids, want.ids)
 
 
@@ -169,12 +198,12 @@ def test_invocation_forms_give_the_same_columns() -> None:
     (b'{"dataframe_split": {"columns": ["I1"], "data": [[1, 2]]}}', 422, "list of 1 values"),
     (b'{"dataframe_records": [5]}', 422, "record 1 is not an object"),
     (b'{"inputs": {"I1": [1], "I2": [1, 2]}}', 422, "same length"),
-    (b'{"dataframe_records": [{"I1": "x"}]}', 422, "I1 is not an integer"),
+    (b'{"dataframe_records": [{"I1": "x"}]}', 422, "record 1: I1 must be a number, got 'x'"),
     (b'{"dataframe_records": [{"I1": true}]}', 422, "I1 must be"),
     (b'{"dataframe_records": [{"row": "1", "I1": 3}]}', 422, "either 'row'"),
     (b'{"inputs": []}', 422, "no rows"),
 ])
 def test_invocation_errors(payload: bytes, status: int, message: str) -> None:
     with pytest.raises(RequestError) as err:
-        json_invocation(payload, 10)
+        json_invocation(payload, 10, PARSER)
     assert err.value.status == status and message in str(err.value)
