@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 
 def ingest(
     source: str = typer.Option(
-        ..., "--source", help="A Criteo TSV file (plain or .gz), '-' for stdin, or 'synthetic'."
+        ..., "--source", help="A file of rows in the format of the feature schema (FRESHREC_SCHEMA; plain or .gz), "
+        "'-' for stdin, or 'synthetic' (the schema's generator)."
     ),
     rate: float = typer.Option(None, "--rate", help="At most this many events per second."),
     limit: int = typer.Option(None, "--limit", help="Stop after reading this many lines."),
@@ -27,7 +28,8 @@ def ingest(
         False, "--from-start", help="Send a file from line 1, ignoring its saved position."
     ),
 ) -> None:
-    """Validate rows and send them to the events topic; bad rows go to the dead-letter topic.
+    """Validate rows by the feature schema and send them to the events topic; bad rows go to
+    the dead-letter topic with their reasons.
 
     A file resumes after its last acknowledged line (its position is kept in the state dir);
     a file sent completely sends nothing unless --from-start. Prints progress (events/s, totals)

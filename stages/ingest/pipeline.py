@@ -3,6 +3,10 @@
 A reader thread cuts the source into parts and hands each to a small pool of workers that
 validate and encode it (pyarrow kernels, which release the GIL), while the main thread hands
 earlier parts to librdkafka. Parts come out in source order.
+
+A header format (`format.header: true`): line 1 of every pass over a source is its header; it
+names the columns of the lines after it (`rows.read_header`) and is counted as read, but is
+neither an event nor a dead letter. A file read from a resumed position gets it as `file_head`.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
+from stages.common.errors import IngestError
+from stages.common.rows import read_header
+from stages.common.schema import FeatureSchema
 from stages.ingest.core.lines import LineBatch
-from stages.ingest.core.pacing import head, split
+from stages.ingest.core.pacing import head, split, tail
 from stages.ingest.core.position import SeekPoint
 from stages.ingest.core.prepare import PreparedBatch, SourcePosition, prepare_batch
+from stages.ingest.core.validate import RowValidator
 from stages.ingest.sources import SourceBatch
 
 _DONE = object()
@@ -35,12 +43,31 @@ class _Failure:
 Job = Callable[[], PreparedBatch]
 
 
+class Validators:
+    """The row validator of a schema, and of each header line seen (a header format)."""
+
+    def __init__(self, schema: FeatureSchema) -> None:
+        self.schema = schema
+        self.by_header: dict[bytes, RowValidator] = {}
+        self.plain = None if schema.format.header else RowValidator.for_schema(schema)
+
+    def for_header(self, line: bytes, source: str) -> RowValidator:
+        """The validator of rows under header `line`; SchemaError when it lacks a field."""
+        found = self.by_header.get(line)
+        if found is None:
+            names = read_header(self.schema, line, source)
+            found = self.by_header[line] = RowValidator.for_schema(self.schema, names)
+        return found
+
+
 def prepared_parts(
-    batches: Iterable[SourceBatch], limit: int | None, part_lines: int
+    batches: Iterable[SourceBatch], limit: int | None, part_lines: int, schema: FeatureSchema
 ) -> Iterator[Job]:
     """The source's batches, cut to at most `limit` lines in all and `part_lines` per part, as
-    jobs that prepare (validate and encode) one part each, in order. The last part of a source
-    batch with a known end byte carries it as its `seek` point."""
+    jobs that prepare (validate by `schema` and encode) one part each, in order. The last part
+    of a source batch with a known end byte carries it as its `seek` point."""
+    validators = Validators(schema)
+    current = validators.plain
     read = 0
     for item in batches:
         lines = item.lines if limit is None else head(item.lines, limit - read)
@@ -54,8 +81,21 @@ def prepared_parts(
                 first = part.first_line - item.lines.first_line
                 times = times[first : first + len(part)]
             seek = end if index == len(parts) - 1 else None
-            yield partial(_prepare, part, item.position, times, seek)
-            read += len(part)
+            headers = 0
+            if validators.plain is None:
+                if part.first_line == 1 and len(part):
+                    current = validators.for_header(part.line(0), item.position.source)
+                    part, headers = tail(part, 1), 1
+                    times = times[1:] if isinstance(times, np.ndarray) else times
+                elif current is None:
+                    if item.file_head is None:
+                        raise IngestError(f"{item.position.source}: the schema's format has a "
+                                          "header line, but the source gave none")
+                    current = validators.for_header(item.file_head, item.position.source)
+            if current is None:  # a header source without lines (cannot happen)
+                continue
+            yield partial(_prepare, part, item.position, times, seek, current, headers)
+            read += len(part) + headers
         if limit is not None and read >= limit:
             return
 
@@ -65,8 +105,12 @@ def _prepare(
     position: SourcePosition,
     times: int | npt.NDArray[np.int64],
     seek: SeekPoint | None,
+    validator: RowValidator,
+    headers: int,
 ) -> PreparedBatch:
-    prepared = prepare_batch(part, position, times)
+    prepared = prepare_batch(part, position, times, validator)
+    if headers:
+        prepared = replace(prepared, read=prepared.read + headers, headers=headers)
     return prepared if seek is None else replace(prepared, seek=seek)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from stages.common.errors import ConfigError
+from stages.common.schema import FeatureSchema
 from stages.common.settings import CommonSettings
 from stages.ingest.core.pacing import IngestSummary, Tally, TokenBucket, summarize
 from stages.ingest.core.prepare import PreparedBatch
@@ -20,10 +21,12 @@ from stages.ingest.resume import FileResume
 from stages.ingest.settings import IngestSettings
 from stages.ingest.sources import (
     SourceBatch,
+    check_generator_layout,
     check_loop,
     file_batches,
     stream_batches,
     synthetic_batches,
+    synthetic_source,
 )
 
 Source = str | Path | BinaryIO | SyntheticConfig
@@ -31,6 +34,7 @@ Source = str | Path | BinaryIO | SyntheticConfig
 
 def _batches(
     source: Source,
+    schema: FeatureSchema,
     common: CommonSettings,
     settings: IngestSettings,
     loop: bool,
@@ -45,21 +49,19 @@ def _batches(
         resume = FileResume.open(path, common, settings, from_start=from_start)
         chunk, max_line = settings.chunk_bytes, settings.max_line_bytes
         return resume.batches(chunk_bytes=chunk, max_line=max_line), resume
-    return _unpositioned(source, settings, loop, limit), None
+    return _unpositioned(source, schema, settings, loop, limit), None
 
 
 def _unpositioned(
-    source: Source, settings: IngestSettings, loop: bool, limit: int | None
+    source: Source, schema: FeatureSchema, settings: IngestSettings, loop: bool, limit: int | None
 ) -> Iterator[SourceBatch]:
     check_loop(source, loop)
     chunk, max_line = settings.chunk_bytes, settings.max_line_bytes
     if isinstance(source, SyntheticConfig):
+        check_generator_layout(schema)
         return synthetic_batches(source, settings.synthetic_start, limit)
     if source == "synthetic":
-        config = SyntheticConfig(
-            seed=settings.synthetic_seed, events_per_s=settings.synthetic_events_per_s
-        )
-        return synthetic_batches(config, settings.synthetic_start, limit)
+        return synthetic_source(schema, settings, limit)
     if source == "-":
         return stream_batches(sys.stdin.buffer, chunk_bytes=chunk, max_line=max_line)
     if isinstance(source, (str, Path)):
@@ -104,12 +106,13 @@ def run_ingest(
     stop: threading.Event | None = None,
     from_start: bool = False,
 ) -> IngestSummary:
-    """Read `source`, send its valid rows to `common.topic_events` and the others, with their
-    reasons, to `common.topic_events_dlq`; return when the source ends (or `limit` lines were
+    """Read `source`, send its valid rows (by the feature schema `common.schema()`) to
+    `common.topic_events` and the others, with their reasons, to `common.topic_events_dlq`; return when the source ends (or `limit` lines were
     read, or `stop` is set) and every record is acknowledged or counted as failed.
 
-    source: a file path (plain or gzip), "-" (stdin), "synthetic" (the generator, seeded by the
-    settings), a `SyntheticConfig`, or a binary stream. rate: at most this many lines per
+    source: a file path (plain or gzip), "-" (stdin), "synthetic" (the schema's generator,
+    seeded by the settings), a `SyntheticConfig` (the Criteo-like generator), or a binary
+    stream; rows in the schema's format (a header format: line 1 names the columns). rate: at most this many lines per
     second (token bucket). limit: read at most this many lines. loop: read a file again and
     again (with new event ids). progress: a line on stderr every `settings.progress_interval_s`.
 
@@ -127,7 +130,8 @@ def run_ingest(
         raise ConfigError(f"--rate must be > 0, got {rate}")
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
-    batches, resume = _batches(source, common, settings, loop, limit, from_start)
+    schema = common.schema()
+    batches, resume = _batches(source, schema, common, settings, loop, limit, from_start)
     resumed = resume.resumed_from_line if resume is not None else None
     if resume is not None and resume.finished:
         return summarize(Tally(), 0, 0, 0.0, False, resumed)
@@ -141,7 +145,7 @@ def run_ingest(
     stopped = read_all = False
     close_timeout: float | None = None  # the full delivery timeout when nothing went wrong
     try:
-        with Prefetch(prepared_parts(batches, limit, slice_lines)) as parts:
+        with Prefetch(prepared_parts(batches, limit, slice_lines, schema)) as parts:
             for prepared in parts:
                 if stop is not None and stop.is_set():
                     stopped = True
@@ -191,7 +195,7 @@ def _send(
         keys = [d.key() for d in prepared.dead]
         producer.send(common.topic_events_dlq, keys, [d.value() for d in prepared.dead])
         tally.by_reason.update(d.kind for d in prepared.dead)
-    tally.read += prepared.read
+    tally.read += prepared.read - prepared.headers
     tally.queued += len(prepared.values)
     tally.dead += len(prepared.dead)
     producer.poll()

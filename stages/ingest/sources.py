@@ -1,6 +1,9 @@
-"""Ingest sources: a Criteo TSV file (plain or gzip), a binary stream (stdin), the generator.
+"""Ingest sources: a file of rows in the schema's format (plain or gzip), a binary stream
+(stdin), the synthetic generator of the schema (`SYNTHETIC`, by schema name).
 
 Each source yields `SourceBatch`es: a `LineBatch`, where it is in the source, and event times.
+A header format's header line is an ordinary line 1 here (`pipeline` takes it out); a file
+read from a resumed position carries its first line as `file_head` instead.
 Source tags (the `<source>` of event ids, 1-32 chars of [A-Za-z0-9_.-]):
 
 - a file: "f" + 12 hex digits of blake2b(resolved path, size, mtime_ns): the same unchanged file
@@ -28,8 +31,8 @@ import gzip
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,11 +40,15 @@ import numpy as np
 import numpy.typing as npt
 
 from stages.common.errors import ConfigError, IngestError
+from stages.common.schema import FeatureSchema
 from stages.ingest.core.lines import LineBatch, LineSplitter
 from stages.ingest.core.pacing import tail
 from stages.ingest.core.position import SeekPoint
 from stages.ingest.core.prepare import SourcePosition
+from stages.ingest.core.rowformat import N_CATS, N_DENSE
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
+from stages.ingest.core.validate import rowcheck_layout
+from stages.ingest.settings import IngestSettings
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _SYNTHETIC_CHUNK = 16384
@@ -52,12 +59,14 @@ class SourceBatch:
     """Lines read from a source, where they are in it, and their event times (ms).
 
     end_byte: the byte offset in the file where the batch's last line ends (plain files only).
+    file_head: the file's line 1 (without its line end) when the read started after it.
     """
 
     lines: LineBatch
     position: SourcePosition
     event_time_ms: int | npt.NDArray[np.int64]
     end_byte: int | None = None
+    file_head: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,7 @@ def skip_lines(batches: Iterator[SourceBatch], through: int) -> Iterator[SourceB
             continue
         if item.lines.first_line <= through:
             cut = tail(item.lines, through - item.lines.first_line + 1)
-            item = SourceBatch(cut, item.position, item.event_time_ms, item.end_byte)
+            item = replace(item, lines=cut)
         yield item
 
 
@@ -216,10 +225,12 @@ def _file_items(
     seek = start.seek if start is not None else SeekPoint(0, None if gz else 0)
     if gz and seek.byte is not None:
         seek = SeekPoint(0, None)  # a gzip file cannot seek: read it from its first line
-    if seek.byte:
-        stream.seek(seek.byte)
+    if start is None:
+        return _stream_batches(stream, position, chunk_bytes, max_line, False, seek)
+    head = stream.readline(max_line + 2).rstrip(b"\r\n")
+    stream.seek(seek.byte or 0)
     items = _stream_batches(stream, position, chunk_bytes, max_line, False, seek)
-    return items if start is None else skip_lines(items, start.skip_through)
+    return (replace(item, file_head=head) for item in skip_lines(items, start.skip_through))
 
 
 def stream_batches(
@@ -254,3 +265,45 @@ def check_loop(source: object, loop: bool) -> None:
     is_file = isinstance(source, (str, Path)) and str(source) not in ("-", "synthetic")
     if loop and not is_file:
         raise ConfigError("--loop repeats a file; it does not apply to stdin or synthetic")
+
+
+SyntheticSource = Callable[[FeatureSchema, IngestSettings, int | None], Iterator[SourceBatch]]
+
+
+def check_generator_layout(schema: FeatureSchema) -> None:
+    """ConfigError unless `schema` has the rows of the Criteo-like generator (`SyntheticConfig`)."""
+    if rowcheck_layout(schema) != (N_DENSE, N_CATS):
+        raise ConfigError(
+            f"--source synthetic: feature schema {schema.name!r} is not the layout of the "
+            f"Criteo-like generator (tsv: label, {N_DENSE} int, {N_CATS} hex fields); ingest a "
+            "file instead"
+        )
+
+
+def _criteo_like(
+    schema: FeatureSchema, settings: IngestSettings, count: int | None
+) -> Iterator[SourceBatch]:
+    check_generator_layout(schema)
+    config = SyntheticConfig(seed=settings.synthetic_seed,
+                             events_per_s=settings.synthetic_events_per_s)  # fmt: skip
+    return synthetic_batches(config, settings.synthetic_start, count)
+
+
+#: The synthetic generator of each bundled schema, by schema name (`--source synthetic`).
+SYNTHETIC: dict[str, SyntheticSource] = {"criteo": _criteo_like}
+
+
+def synthetic_source(
+    schema: FeatureSchema, settings: IngestSettings, count: int | None
+) -> Iterator[SourceBatch]:
+    """`--source synthetic` for `schema`: its generator from `SYNTHETIC` (a schema of another
+    name with the Criteo generator's layout gets that one); ConfigError when there is none."""
+    make = SYNTHETIC.get(schema.name)
+    if make is None and rowcheck_layout(schema) == (N_DENSE, N_CATS):
+        make = _criteo_like
+    if make is None:
+        raise ConfigError(
+            f"--source synthetic: no generator for feature schema {schema.name!r} (there are "
+            f"generators for {', '.join(sorted(SYNTHETIC))}); ingest a file or stdin instead"
+        )
+    return make(schema, settings, count)

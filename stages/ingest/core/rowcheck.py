@@ -1,15 +1,18 @@
-"""An exact, vectorised test of Criteo rows for a whole batch of lines (NumPy bit sets, pure).
+"""An exact, vectorised test of rows of the Criteo layout for a whole batch of lines (NumPy bit
+sets, pure): tab-separated, the label (0/1), D int dense fields (`-?[0-9]{1,18}` or empty), then
+C categorical fields of hex digits (empty, or 1 to 8 digits of either case).
 
-`surely_valid(data, offsets)` is True for line i only when `criteo.VALID_ROW` accepts it; False
-means "invalid, or not decided here" (`validate.fast_valid` matches those lines with RE2). It
-decides every usual row: one without b"\\r" whose label and 13 dense fields, with their tabs,
-fit in 56 bytes (real and synthetic Criteo rows need at most ~45), none longer than 18 bytes.
+`surely_valid(data, offsets, D, C)` is True for line i only when the schema's row pattern
+(`rows_arrow`) accepts it; False means "invalid, or not decided here" (`validate.fast_valid`
+matches those lines with RE2). It decides every usual row: one without b"\\r" whose label and D
+dense fields, with their tabs, fit in 56 bytes (real and synthetic Criteo rows, D = 13, need at
+most ~45), none longer than 18 bytes, and whose hex fields have exactly 8 lowercase digits.
 It costs about a third of running the row regex over every line with RE2.
 
 How: four byte classes (tab, newline, digit, a-f) become bit sets (a bit per byte, in uint64
-words), so the rest works on 1/8 of the bytes. The first 14 tab positions of a line come from a
+words), so the rest works on 1/8 of the bytes. The first D+1 tab positions of a line come from a
 57-bit window at its start; the label and the dense fields are checked in that window; the
-categorical part, from the 14th tab to the line end, by counting its tabs (26) and the tabs not
+categorical part, from the (D+1)th tab to the line end, by counting its tabs (C) and the tabs not
 followed by an empty field or exactly 8 hex digits (none). Bytes of other classes are rare:
 each is looked at (only a minus right after a tab and before a digit may stay).
 
@@ -32,6 +35,7 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
 
 Bits = npt.NDArray[np.uint64]
+MAX_DENSE = 27  # dense fields that fit the window with one-byte values (more: never decided)
 
 
 def _bits(name: str, words: int) -> Bits:
@@ -139,10 +143,10 @@ def _is_hex(byte: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
 
 def _dense_part(
     tab: Bits, others: Bits, raw: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64],
-    ends: npt.NDArray[np.int64],
+    ends: npt.NDArray[np.int64], n_dense: int,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:  # fmt: skip
-    """(ok, 14th tab) per line: the label is 0 or 1, then 13 fields of at most 18 bytes
-    without a letter (`others`: the bytes that may not be in a dense field), then the 14th
+    """(ok, (D+1)th tab) per line: the label is 0 or 1, then D fields of at most 18 bytes
+    without a letter (`others`: the bytes that may not be in a dense field), then the (D+1)th
     tab, all in the window; the tab's offset from the line start (2 where not ok)."""
     ok = (raw[starts] - np.uint8(48)) < np.uint8(2)
     tabs = _window(tab, starts)
@@ -150,7 +154,7 @@ def _dense_part(
     runs = ~tabs  # bit j: 19 non-tabs from j on, i.e. a field longer than 18 bytes
     for shift in (1, 2, 4, 8, 3):
         runs &= runs >> np.uint64(shift)
-    for _ in range(13):
+    for _ in range(n_dense):
         tabs &= tabs - _ONE
     cat_tab = _lowest_bit(tabs)
     ok &= (cat_tab > 0) & (cat_tab < np.minimum(_WINDOW, ends - starts))
@@ -160,9 +164,14 @@ def _dense_part(
     return ok, cat_tab
 
 
-def surely_valid(data: bytes, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+def surely_valid(
+    data: bytes, offsets: npt.NDArray[np.int64], n_dense: int, n_cats: int
+) -> npt.NDArray[np.bool_]:
     """bool[n]: True only where line i (data[offsets[i] : offsets[i + 1] - 1], each line followed
-    by b"\\n") is a valid Criteo row; False where it is not, or where this test cannot tell."""
+    by b"\\n") is a valid row of the layout (`n_dense` int fields, `n_cats` hex fields, see the
+    module docstring); False where it is not, or where this test cannot tell."""
+    if not 1 <= n_dense <= MAX_DENSE or n_cats < 1:
+        raise ValueError(f"rowcheck needs 1..{MAX_DENSE} dense and >= 1 categorical fields")
     n = len(offsets) - 1
     if n <= 0:
         return np.zeros(max(n, 0), dtype=np.bool_)
@@ -173,7 +182,7 @@ def surely_valid(data: bytes, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.
 
     a, b, c = _bits("a", words), _bits("b", words), _bits("c", words)
     np.bitwise_or(letter, newline, out=a)
-    ok, cat_tab = _dense_part(tab, a, raw, starts, ends)
+    ok, cat_tab = _dense_part(tab, a, raw, starts, ends, n_dense)
 
     # Bytes not in [0-9a-f], tab or newline: rare, looked at one by one.
     hexdigit = np.bitwise_or(digit, letter, out=digit)
@@ -190,7 +199,7 @@ def surely_valid(data: bytes, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.
         fine = (raw[where] == 45) & (before == 9) & _is_hex(after)
         ok[np.searchsorted(offsets, where[~fine], side="right") - 1] = False
 
-    # Categorical part: 26 tabs, each followed by an empty field or 8 hex digits; no newline.
+    # Categorical part: n_cats tabs, each followed by an empty field or 8 hex digits; no newline.
     eight = np.bitwise_and(hexdigit, _down(hexdigit, 1, b), out=b)
     np.bitwise_and(eight, _down(eight, 2, c), out=eight)
     np.bitwise_and(eight, _down(eight, 4, c), out=eight)
@@ -200,5 +209,5 @@ def surely_valid(data: bytes, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.
     np.bitwise_or(wrong, newline, out=wrong)
     begin = starts + cat_tab
     ok &= _count_between(wrong, begin, ends) == 0
-    ok &= _count_between(tab, begin, ends) == 26
+    ok &= _count_between(tab, begin, ends) == n_cats
     return ok

@@ -1,4 +1,7 @@
-"""Columns -> Criteo row bytes, vectorised (the synthetic generator's output stage).
+"""Columns -> rows of the Criteo-like generator, vectorised (the synthetic generator's output).
+
+The rows have the Criteo preset's layout: tab-separated, the label, N_DENSE integer fields,
+N_CATS fields of 8 lowercase hex digits (an empty field is missing).
 
 Each row is laid out as a fixed-width record of 8- and 9-byte cells in which 0 bytes are
 padding (no valid row contains a 0 byte); one `bytes.translate` pass removes the padding and one
@@ -12,8 +15,9 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from stages.common.criteo import N_CATS, N_DENSE
 
+N_DENSE = 13  # integer fields per row
+N_CATS = 26  # hex fields per row
 DENSE_LIMIT = 999_999  # |dense value| must not exceed this (6 digits)
 _TAB, _NL = 9, 10
 _CAT_CELL = np.dtype([("tab", "u1"), ("hex", "<u8")])  # packed: TAB + 8 hex digits

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from stages.common.criteo import N_CATS, N_DENSE
 from stages.common.errors import ConfigError
 from stages.ingest.core.randomness import (
     M16,
@@ -62,7 +61,7 @@ from stages.ingest.core.randomness import (
     uniform,
     zipf_ranks,
 )
-from stages.ingest.core.rowformat import DENSE_LIMIT, format_rows
+from stages.ingest.core.rowformat import DENSE_LIMIT, N_CATS, N_DENSE, format_rows
 
 # Criteo-like cardinalities (the Kaggle set's per-field counts, the largest capped at 10**6).
 DEFAULT_CARDINALITIES: tuple[int, ...] = (
@@ -139,7 +138,7 @@ class SyntheticConfig:
 class SyntheticChunk:
     """Rows start .. start+len-1 of the generator, in position order.
 
-    rows: Criteo rows (40 tab-separated fields, no line end), all valid for `criteo.VALID_ROW`.
+    rows: rows of the Criteo preset's layout (40 tab-separated fields, no line end), all valid.
     event_time_ms: int64[n], non-decreasing. labels: int8[n], the label written in each row.
     click_prob: float64[n], the hidden model's click probability of each row.
     """

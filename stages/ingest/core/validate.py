@@ -1,11 +1,15 @@
-"""Validation of raw lines, and the dead letters of the lines that fail.
+"""Validation of raw lines by the feature schema, and the dead letters of the lines that fail.
 
-A line is valid exactly when `criteo.VALID_ROW` matches it (the one definition of "valid").
-The fast path decides a whole `LineBatch` at once: `rowcheck.surely_valid` (NumPy bit sets)
-accepts the usual valid rows, and the lines it leaves open are matched against that same pattern
-by pyarrow's RE2; the reason of a failure comes from `criteo.row_error`, computed only for the
-failures, after three checks of our own: "blank line", "line too long: N bytes (limit L)" and
-"not UTF-8: byte 0xNN at offset K".
+A line is valid exactly when the schema's row parser (`stages.common.rows`) accepts it (the one
+definition of "valid"), and not longer than the line limit ("line too long: N bytes (limit L)").
+`RowValidator.for_schema(schema, header)` decides how ingest checks a batch:
+- columnar (`fast` set), for a columnar schema (`rows_arrow`) by position without event fields:
+  `fast_valid` decides a whole `LineBatch` at once; for the Criteo layout (label, int dense
+  fields, hex categorical fields, in this order, tsv) `rowcheck.surely_valid` (NumPy bit sets)
+  accepts the usual valid rows first; the lines left open are matched against the schema's row
+  pattern by pyarrow's RE2; reasons are computed for the failures only;
+- row by row otherwise (`RowParser.parse`: JSON lines, str/int/multi fields, header formats,
+  event fields).
 
 A rejected line goes to `freshrec.events.dlq` as a `stages.common.dead_letter.DeadLetterRecord`
 (stage "ingest", a file position): key = b"<source_tag>:<seq>", the event id the row would have
@@ -21,15 +25,53 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.common.criteo import VALID_ROW, row_error
 from stages.common.dead_letter import DeadLetterRecord, FilePosition
+from stages.common.rows import RowParser
+from stages.common.rows_arrow import ArrowRowParser
+from stages.common.schema import FeatureSchema
 from stages.ingest.core.lines import MAX_LINE_BYTES, LineBatch
-from stages.ingest.core.rowcheck import surely_valid
+from stages.ingest.core.rowcheck import MAX_DENSE, surely_valid
 from stages.ingest.core.scratch import scratch
 
-# VALID_ROW for RE2, applied to b"\t" + line (see `separated_lines`). RE2 has no possessive
-# groups and needs none (it never backtracks): `(...)?+` and `(...)?` match the same rows.
-_FAST_PATTERN = "^\t" + VALID_ROW.pattern.decode("ascii")[1:].replace(")?+", ")?")
+
+@dataclass(frozen=True)
+class FastCheck:
+    """The columnar check of a schema: `pattern` (RE2, applied to b"\t" + line, see
+    `separated_lines`) and, for the Criteo layout, rowcheck's (int dense, hex) field counts."""
+
+    pattern: str
+    layout: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class RowValidator:
+    """How ingest validates the lines of one schema (and header line): `parser` says what is
+    valid and why not; `fast`, when set, checks whole batches in columns."""
+
+    parser: RowParser
+    fast: FastCheck | None
+
+    @staticmethod
+    def for_schema(schema: FeatureSchema, header: tuple[str, ...] | None = None) -> RowValidator:
+        parser = RowParser.for_schema(schema, header)
+        if not isinstance(parser, ArrowRowParser) or schema.event_id or schema.event_time:
+            return RowValidator(parser, None)
+        # RE2 has no possessive groups and needs none (it never backtracks).
+        pattern = "^\t" + parser.re2_pattern() + "\r?$"
+        return RowValidator(parser, FastCheck(pattern, rowcheck_layout(schema)))
+
+
+def rowcheck_layout(schema: FeatureSchema) -> tuple[int, int] | None:
+    """(int dense fields, hex categorical fields) when the schema's rows are tsv: the label,
+    then int dense fields, then hex categorical fields (what `rowcheck` decides); else None."""
+    dense, cats = schema.dense, schema.categorical
+    expected = (schema.label.name, *(f.name for f in dense), *(f.name for f in cats))
+    simple = (
+        schema.format.kind == "tsv" and not schema.multi and schema.columns() == expected
+        and all(f.type == "int" for f in dense) and all(f.type == "hex" for f in cats)
+        and 1 <= len(dense) <= MAX_DENSE and len(cats) >= 1
+    )  # fmt: skip
+    return (len(dense), len(cats)) if simple else None
 
 
 # pyarrow's own numpy conversions try to import pandas (seconds, on first use): these don't.
@@ -69,43 +111,42 @@ def separated_lines(batch: LineBatch, *, reuse: bool = False) -> pa.BinaryArray:
     return pa.Array.from_buffers(kind, len(batch), buffers)
 
 
-def fast_valid(lines: pa.Array, batch: LineBatch) -> npt.NDArray[np.bool_]:
+def fast_valid(lines: pa.Array, batch: LineBatch, fast: FastCheck) -> npt.NDArray[np.bool_]:
     """bool[n]: True where line i is a valid row (and was not cut for being too long).
 
-    `lines` is `separated_lines(batch)`. Most lines are decided by `rowcheck.surely_valid`; the
-    few it leaves open are matched against `VALID_ROW` by RE2.
+    `lines` is `separated_lines(batch)`. For the Criteo layout most lines are decided by
+    `rowcheck.surely_valid`; the lines left open are matched against the row pattern by RE2.
     """
     if len(batch) == 0:
         return np.zeros(0, dtype=np.bool_)
-    ok = surely_valid(batch.data, batch.offsets)
+    if fast.layout is not None:
+        ok = surely_valid(batch.data, batch.offsets, *fast.layout)
+    else:
+        ok = np.zeros(len(batch), dtype=np.bool_)
     cut = np.zeros(len(batch), dtype=np.bool_)
     cut[list(batch.full_length)] = True
     undecided = np.flatnonzero(~ok & ~cut)
     if len(undecided):
-        matched = pc.match_substring_regex(lines.take(numpy_to_arrow(undecided)), _FAST_PATTERN)
+        matched = pc.match_substring_regex(lines.take(numpy_to_arrow(undecided)), fast.pattern)
         ok[undecided] = bools_to_numpy(matched)
     ok[cut] = False
     return ok
 
 
-def line_reason(raw: bytes, full_length: int | None = None, limit: int = MAX_LINE_BYTES) -> str:
-    """Why `raw` (a line without its line end) is not a valid row.
+def line_reason(
+    parser: RowParser, raw: bytes, full_length: int | None = None, limit: int = MAX_LINE_BYTES
+) -> str:
+    """Why `raw` (a line without its line end) is not a valid row of the parser's schema.
 
     `full_length` is the line's real length when `raw` was cut. Returns a reason for every line
-    the validator rejects; a line that `VALID_ROW` accepts gets a reason that says so (it means
-    the fast path and `VALID_ROW` disagree, a bug).
+    the validator rejects; a line that the parser accepts gets a reason that says so (it means
+    the fast path and the parser disagree, a bug).
     """
     if full_length is not None and full_length > limit:
         return f"line too long: {full_length} bytes (limit {limit})"
-    if not raw.strip(b"\r"):
-        return "blank line"
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
-    reason = row_error(raw)
+    reason = parser.row_error(raw)
     if reason is None:
-        return "rejected by the fast validator although VALID_ROW accepts it (a bug)"
+        return "rejected by the fast validator although the row parser accepts it (a bug)"
     return reason
 
 

@@ -7,6 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from stages.common.errors import IngestError
+from stages.common.events import decode_events
+from stages.common.rows import RowParser
+from stages.common.schema import SchemaError, load_schema, parse_schema
 from stages.ingest.core.lines import LineSplitter
 from stages.ingest.core.prepare import PreparedBatch, SourcePosition
 from stages.ingest.pipeline import Job, Prefetch, prepared_parts
@@ -52,9 +56,37 @@ def test_prepared_parts_cuts_to_the_limit_and_part_size() -> None:
         SourceBatch(splitter.feed(b"".join(ROW + b"\n" for _ in range(5))), position, 0),
         SourceBatch(splitter.feed(b"".join(ROW + b"\n" for _ in range(5))), position, 0),
     ]
-    parts = [j() for j in prepared_parts(batches, limit=7, part_lines=3)]
+    parts = [j() for j in prepared_parts(batches, limit=7, part_lines=3, schema=CRITEO)]
     assert [p.read for p in parts] == [3, 2, 2]
     assert parts[-1].keys == [b"s1:5", b"s1:6"]
 
 
 ROW = b"\t".join([b"1"] + [b"1"] * 13 + [b"0123abcd"] * 26)
+CRITEO = load_schema("criteo")
+HEADED = parse_schema({
+    "name": "headed", "format": {"kind": "csv", "header": True}, "label": {"name": "y"},
+    "dense": [{"name": "price"}], "categorical": [{"name": "shop"}],
+})  # fmt: skip
+
+
+def test_a_header_line_names_the_columns_and_is_neither_event_nor_dead_letter() -> None:
+    data = b"shop,extra,price,y\nacme,x,1.5,1\nbolt,y,oops,0\n"
+    batch = SourceBatch(LineSplitter().feed(data), SourcePosition("f", "t"), 7)
+    (part,) = [j() for j in prepared_parts([batch], None, 100, HEADED)]
+    assert (part.read, part.headers, len(part.values), len(part.dead)) == (3, 1, 1, 1)
+    assert part.dead[0].reason == "price is not a number: 'oops'" and part.dead[0].line == 3
+    assert part.values[0].split(b"\t")[-1] == b"1,1.5,acme"  # the wire order: y, price, shop
+    decoded = decode_events(part.values, RowParser.for_schema(HEADED))
+    assert not decoded.bad and decoded.events.rows.dense.tolist() == [[1.5]]
+
+
+def test_a_resumed_header_file_uses_its_first_line_and_a_bad_header_stops() -> None:
+    lines = LineSplitter(first_line=5).feed(b"acme,2,1\n")
+    resumed = SourceBatch(lines, SourcePosition("f", "t"), 7, file_head=b"shop,price,y")
+    (part,) = [j() for j in prepared_parts([resumed], None, 100, HEADED)]
+    assert part.keys == [b"t:4"] and part.values[0].endswith(b"\t1,2,acme")
+    with pytest.raises(IngestError, match="gave none"):
+        list(prepared_parts([SourceBatch(lines, SourcePosition("f", "t"), 7)], None, 9, HEADED))
+    bad = SourceBatch(LineSplitter().feed(b"shop,y\n"), SourcePosition("f", "t"), 7)
+    with pytest.raises(SchemaError, match="has no column 'price'"):
+        list(prepared_parts([bad], None, 100, HEADED))

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stages.common.errors import IngestError
@@ -75,6 +75,7 @@ def test_end_bytes_are_line_boundaries(rows: list[bytes], crlf: bool, chunk: int
 
     end = b"\r\n" if crlf else b"\n"
     data = b"".join(r + end for r in rows)
+    assume(not data.startswith(b"\x1f\x8b"))  # gzip's magic: read as (broken) gzip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.tsv"
         path.write_bytes(data)

@@ -1,4 +1,5 @@
-"""rowcheck.surely_valid: never True for a row VALID_ROW rejects, True for the usual rows."""
+"""rowcheck.surely_valid: never True for a row the schema's row pattern rejects, True for the
+usual rows of the Criteo layout."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.common.criteo import VALID_ROW
+from stages.common.rows_arrow import ArrowRowParser
+from stages.common.schema import load_schema, parse_schema
 from stages.ingest.core.lines import LineBatch
 from stages.ingest.core.rowcheck import surely_valid
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
-from stages.ingest.core.validate import fast_valid, separated_lines
+from stages.ingest.core.validate import RowValidator, fast_valid, rowcheck_layout, separated_lines
+
+VALIDATOR = RowValidator.for_schema(load_schema("criteo"))
+assert VALIDATOR.fast is not None and isinstance(VALIDATOR.parser, ArrowRowParser)
+FAST, VALID_ROW = VALIDATOR.fast, VALIDATOR.parser.valid_row
 
 ROWS = generate_rows(SyntheticConfig(seed=7), 0, 200).rows
 GOOD = ROWS[0]
@@ -23,8 +29,8 @@ def check(lines: list[bytes]) -> tuple[list[bool], list[bool], list[bool]]:
     lengths = [len(line) + 1 for line in lines]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     batch = LineBatch(b"".join(line + b"\n" for line in lines), offsets, 1)
-    sure = surely_valid(batch.data, batch.offsets).tolist()
-    fast = fast_valid(separated_lines(batch), batch).tolist()
+    sure = surely_valid(batch.data, batch.offsets, 13, 26).tolist()
+    fast = fast_valid(separated_lines(batch), batch, FAST).tolist()
     return sure, fast, [bool(VALID_ROW.match(line)) for line in lines]
 
 
@@ -51,15 +57,17 @@ DENSE, CATS = FIELDS[1:14], FIELDS[14:]
         (row(b"0", [b"-a", *DENSE[1:]], CATS), False, False),
         (row(b"0", [b"1a", *DENSE[1:]], CATS), False, False),
         (row(b"0", DENSE, [b"-1234567", *CATS[1:]]), False, False),
-        (row(b"0", DENSE, [b"1234567", *CATS[1:]]), False, False),
+        (row(b"0", DENSE, [b"1234567", *CATS[1:]]), False, True),  # 1 to 8 digits
+        (row(b"0", DENSE, [b"1", *CATS[1:]]), False, True),
         (row(b"0", DENSE, [b"123456789", *CATS[1:]]), False, False),
-        (row(b"0", DENSE, [b"ABCDEF12", *CATS[1:]]), False, False),
-        (row(b"0", DENSE, [*CATS[:-1], b"abcdef1"]), False, False),
+        (row(b"0", DENSE, [b"ABCDEF12", *CATS[1:]]), False, True),  # either case
+        (row(b"0", DENSE, [b"ABCDEFG2", *CATS[1:]]), False, False),
+        (row(b"0", DENSE, [*CATS[:-1], b"abcdef1"]), False, True),
         (row(b"0", DENSE, [*CATS[:-1], b"abcdef123"]), False, False),
         (row(b"0", DENSE, CATS[:-1]), False, False),
         (row(b"0", DENSE, [*CATS, b""]), False, False),
         (row(b"0", [*DENSE[:-1], b"a29730c1"], CATS), False, False),  # a hex id, one early
-        (row(b"0", DENSE, [*CATS[1:], b"12"]), False, False),  # a dense value, one late
+        (row(b"0", DENSE, [*CATS[1:], b"-12"]), False, False),  # a dense value, one late
         (row(b"2", DENSE, CATS), False, False),
         (row(b"01", DENSE, CATS), False, False),
         (row(b"", DENSE, CATS), False, False),
@@ -120,4 +128,26 @@ def test_generated_rows_are_all_decided_and_scratch_is_reused_safely() -> None:
 
 
 def test_empty_batch() -> None:
-    assert surely_valid(b"", np.zeros(1, dtype=np.int64)).shape == (0,)
+    assert surely_valid(b"", np.zeros(1, dtype=np.int64), 13, 26).shape == (0,)
+
+
+def test_rowcheck_is_used_only_for_its_layout_and_follows_the_counts() -> None:
+    small = parse_schema({
+        "name": "small", "format": {"kind": "tsv"}, "label": {"name": "y"},
+        "dense": [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}],
+        "categorical": [{"name": "c", "type": "hex"}],
+    })  # fmt: skip
+    assert rowcheck_layout(small) == (2, 1) and rowcheck_layout(load_schema("criteo")) == (13, 26)
+    lines = [b"1\t5\t-3\tabcdef01", b"1\t5\t\t", b"1\t5\tabcdef01", b"1\t5\t3\tabcdef01\t"]
+    offsets = np.cumsum([0] + [len(line) + 1 for line in lines]).astype(np.int64)
+    data = b"".join(line + b"\n" for line in lines)
+    assert surely_valid(data, offsets, 2, 1).tolist() == [True, True, False, False]
+    floats = parse_schema({
+        "name": "floats", "format": {"kind": "tsv"}, "label": {"name": "y"},
+        "dense": [{"name": "a", "type": "float"}], "categorical": [{"name": "c", "type": "hex"}],
+    })  # fmt: skip
+    assert rowcheck_layout(floats) is None
+    fast = RowValidator.for_schema(floats).fast
+    assert fast is not None and fast.layout is None
+    batch = LineBatch(b"1\t2.5\tff\n0\tx\tff\n", np.array([0, 9, 16], np.int64), 1)
+    assert fast_valid(separated_lines(batch), batch, fast).tolist() == [True, False]

@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.common.criteo import VALID_ROW, parse_valid_rows
 from stages.common.errors import ConfigError
+from stages.common.raw import RawColumns
+from stages.common.rows import RowParser
+from stages.common.rows_arrow import ArrowRowParser
+from stages.common.schema import load_schema
 from stages.ingest.core.synthetic import (
     SyntheticConfig,
     generate_rows,
@@ -18,12 +21,20 @@ from stages.ingest.core.synthetic import (
 )
 
 CONFIG = SyntheticConfig(seed=11)
+PARSER = RowParser.for_schema(load_schema("criteo"))
+assert isinstance(PARSER, ArrowRowParser)
+
+
+def parse_valid_rows(rows: list[bytes]) -> RawColumns:
+    parsed = PARSER.parse(rows)
+    assert not parsed.bad
+    return parsed.raw
 
 
 def test_rows_are_valid_criteo_rows_and_parse() -> None:
     chunk = generate_rows(CONFIG, 0, 5000)
     assert len(chunk) == 5000
-    assert all(VALID_ROW.match(row) for row in chunk.rows)
+    assert all(PARSER.valid_row.match(row) for row in chunk.rows)
     batch = parse_valid_rows(chunk.rows)
     np.testing.assert_array_equal(batch.label, chunk.labels)
     assert 0.02 < batch.cat_missing.mean() < 0.4  # about missing_rate
@@ -85,8 +96,8 @@ def test_new_ids_keep_arriving() -> None:
     first = parse_valid_rows(generate_rows(config, 0, 20_000).rows)
     later = parse_valid_rows(generate_rows(config, 400_000, 20_000).rows)
     big = int(np.argmax(config.cardinalities))
-    seen = set(first.cats[~first.cat_missing[:, big], big].tolist())
-    fresh = [v for v in later.cats[~later.cat_missing[:, big], big].tolist() if v not in seen]
+    seen = set(first.cat_values[~first.cat_missing[:, big], big].tolist())
+    fresh = [v for v in later.cat_values[~later.cat_missing[:, big], big].tolist() if v not in seen]
     assert len(fresh) > 0.2 * len(later)
 
 

@@ -9,15 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.common.criteo import VALID_ROW
 from stages.common.dead_letter import DeadLetterRecord, FilePosition
 from stages.common.errors import ContractError
 from stages.common.events import decode_events, encode_event, event_id
 from stages.ingest.core.lines import LineBatch, LineSplitter
 from stages.ingest.core.prepare import SourcePosition, prepare_batch
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
+from stages.common.schema import load_schema
 from stages.ingest.core.validate import (
     DeadLetter,
+    RowValidator,
     fast_valid,
     line_reason,
     reason_kind,
@@ -26,6 +27,9 @@ from stages.ingest.core.validate import (
 
 ROWS = generate_rows(SyntheticConfig(seed=5), 0, 50).rows
 GOOD = ROWS[0]
+CRITEO = load_schema("criteo")
+VALIDATOR = RowValidator.for_schema(CRITEO)
+PARSER = VALIDATOR.parser
 
 
 def one_batch(data: bytes, max_line: int = 1024) -> tuple[LineBatch, LineBatch]:
@@ -45,13 +49,14 @@ def one_batch(data: bytes, max_line: int = 1024) -> tuple[LineBatch, LineBatch]:
     ],
 )
 def test_line_reasons(line: bytes, reason: str) -> None:
-    assert line_reason(line) == reason
+    assert line_reason(PARSER, line) == reason
 
 
 def test_too_long_reason_and_kinds() -> None:
-    assert line_reason(b"x" * 10, full_length=70_000) == "line too long: 70000 bytes (limit 65536)"
+    too_long = line_reason(PARSER, b"x" * 10, full_length=70_000)
+    assert too_long == "line too long: 70000 bytes (limit 65536)"
     assert reason_kind("expected 40 fields, got 3") == "wrong number of fields"
-    hex_reason = "C7 is not 8 lowercase hex digits"
+    hex_reason = "C7 is not hex (1 to 8 digits)"
     assert reason_kind(f"{hex_reason}: 'zz'") == hex_reason
 
 
@@ -99,23 +104,25 @@ def mutations() -> st.SearchStrategy[bytes]:
 
 @settings(max_examples=300, deadline=None)
 @given(lines=st.lists(st.one_of(mutations(), st.sampled_from(ROWS)), min_size=1, max_size=20))
-def test_fast_path_agrees_with_valid_row(lines: list[bytes]) -> None:
+def test_fast_path_agrees_with_the_row_parser(lines: list[bytes]) -> None:
     lines = [line.replace(b"\n", b"") for line in lines]
     if lines[-1].endswith(b"\r"):
         lines[-1] += b"x"  # a final \r would be taken as the line end
     batch, _ = one_batch(b"\n".join(lines) + b"\n")
     batch_lines = [batch.line(i) for i in range(len(batch))]
-    expected = np.array([bool(VALID_ROW.match(line)) for line in batch_lines])
-    assert fast_valid(separated_lines(batch), batch).tolist() == expected.tolist()
+    expected = np.array([PARSER.row_error(line) is None for line in batch_lines])
+    assert VALIDATOR.fast is not None
+    assert fast_valid(separated_lines(batch), batch, VALIDATOR.fast).tolist() == expected.tolist()
 
 
 def test_events_equal_the_contract_encoding_and_decode() -> None:
     data = b"\n".join([ROWS[0], b"oops", ROWS[1], b"", ROWS[2]]) + b"\n"
     batch, _ = one_batch(data)
-    prepared = prepare_batch(batch, SourcePosition("f.tsv", "ftag", seq_base=100), 1700)
+    prepared = prepare_batch(batch, SourcePosition("f.tsv", "ftag", seq_base=100), 1700, VALIDATOR)
     assert prepared.read == 5 and len(prepared.values) == 3 and len(prepared.dead) == 2
     assert prepared.keys == [b"ftag:100", b"ftag:102", b"ftag:104"]
-    assert prepared.values[1] == encode_event(event_id("ftag", 102), 1700, ROWS[1])
+    expected = encode_event(event_id("ftag", 102), 1700, ROWS[1], CRITEO.schema_hash)
+    assert prepared.values[1] == expected
     assert [(d.line, d.seq, d.kind) for d in prepared.dead] == [
         (2, 101, "wrong number of fields"),
         (4, 103, "blank line"),
@@ -127,8 +134,8 @@ def test_events_equal_the_contract_encoding_and_decode() -> None:
 def test_per_row_event_times() -> None:
     batch, _ = one_batch(b"\n".join(ROWS[:3]) + b"\n")
     times = np.array([5, 6, 7], dtype=np.int64)
-    prepared = prepare_batch(batch, SourcePosition("synthetic", "syn1-x"), times)
-    assert [v.split(b"\t")[2] for v in prepared.values] == [b"5", b"6", b"7"]
+    prepared = prepare_batch(batch, SourcePosition("synthetic", "syn1-x"), times, VALIDATOR)
+    assert [v.split(b"\t")[3] for v in prepared.values] == [b"5", b"6", b"7"]
 
 
 @settings(max_examples=150, deadline=None)
@@ -138,7 +145,7 @@ def test_random_bytes_counts_add_up(data: bytes, cut: int) -> None:
     batches = [splitter.feed(data[:cut]), splitter.feed(data[cut:]), splitter.finish()]
     read = sent = dead = 0
     for batch in batches:
-        prepared = prepare_batch(batch, SourcePosition("-", "s1"), 0)
+        prepared = prepare_batch(batch, SourcePosition("-", "s1"), 0, VALIDATOR)
         assert prepared.read == len(batch) == len(prepared.values) + len(prepared.dead)
         read += prepared.read
         sent += len(prepared.values)
