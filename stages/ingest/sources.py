@@ -40,7 +40,8 @@ import numpy as np
 import numpy.typing as npt
 
 from stages.common.errors import ConfigError, IngestError
-from stages.common.schema import FeatureSchema
+from stages.common.schema import FeatureSchema, load_schema
+from stages.ingest.core.ecommerce import EcommerceConfig, EcommerceStream
 from stages.ingest.core.lines import LineBatch, LineSplitter
 from stages.ingest.core.pacing import tail
 from stages.ingest.core.position import SeekPoint
@@ -252,11 +253,33 @@ def synthetic_batches(
     while end is None or start < end:
         size = _SYNTHETIC_CHUNK if end is None else min(_SYNTHETIC_CHUNK, end - start)
         chunk = generate_rows(config, start, size)
-        lengths = np.fromiter((len(r) + 1 for r in chunk.rows), np.int64, len(chunk.rows))
-        offsets = np.zeros(len(chunk.rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        data = b"\n".join(chunk.rows) + b"\n"
-        yield SourceBatch(LineBatch(data, offsets, start + 1), position, chunk.event_time_ms)
+        yield SourceBatch(_rows_batch(chunk.rows, start + 1), position, chunk.event_time_ms)
+        start += size
+
+
+def _rows_batch(rows: list[bytes], first_line: int) -> LineBatch:
+    """Rows without line ends as a LineBatch."""
+    lengths = np.fromiter((len(r) + 1 for r in rows), np.int64, len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return LineBatch(b"\n".join(rows) + b"\n", offsets, first_line)
+
+
+def ecommerce_batches(
+    config: EcommerceConfig, start: int = 0, count: int | None = None
+) -> Iterator[SourceBatch]:
+    """`count` events (None: endless) of the shop simulator from position `start` on, as JSON
+    lines whose event ids are `<run tag>:<position>` (a tag new for every call, like
+    `synthetic_batches`); event times (`ts`) are simulated."""
+    prefix = f"ecom{config.seed}-"
+    tag = prefix + (uuid.uuid4().hex[:12] + config.fingerprint())[: 32 - len(prefix)]
+    stream = EcommerceStream(config, tag)
+    position = SourcePosition("synthetic", tag, 0)
+    end = None if count is None else start + count
+    while end is None or start < end:
+        size = _SYNTHETIC_CHUNK if end is None else min(_SYNTHETIC_CHUNK, end - start)
+        chunk = stream.chunk(start, size)
+        yield SourceBatch(_rows_batch(chunk.rows, start + 1), position, chunk.event_time_ms)
         start += size
 
 
@@ -289,8 +312,21 @@ def _criteo_like(
     return synthetic_batches(config, settings.synthetic_start, count)
 
 
+def _shop(
+    schema: FeatureSchema, settings: IngestSettings, count: int | None
+) -> Iterator[SourceBatch]:
+    if schema.schema_hash != load_schema("ecommerce").schema_hash:
+        raise ConfigError(
+            f"--source synthetic: feature schema {schema.schema_id} is not the bundled "
+            "ecommerce preset its generator writes; ingest a file instead"
+        )
+    config = EcommerceConfig(seed=settings.synthetic_seed,
+                             events_per_s=settings.synthetic_events_per_s)  # fmt: skip
+    return ecommerce_batches(config, settings.synthetic_start, count)
+
+
 #: The synthetic generator of each bundled schema, by schema name (`--source synthetic`).
-SYNTHETIC: dict[str, SyntheticSource] = {"criteo": _criteo_like}
+SYNTHETIC: dict[str, SyntheticSource] = {"criteo": _criteo_like, "ecommerce": _shop}
 
 
 def synthetic_source(
