@@ -2,8 +2,9 @@
 
 Brings up the embedded services, deploys the four stages to a process work pool, starts a
 Prefect worker, triggers the stage runs (features, train, publish long-running for the demo's
-duration; ingest of the synthetic stream or a file), shows live progress, starts serving from the
-registry once a version exists, queries it, and ends with a summary and the UI addresses.
+duration; ingest of the feature schema's synthetic stream or a file), shows live progress, starts
+serving from the registry once a version exists, queries it with rows of the schema
+(`FRESHREC_SCHEMA`, default criteo), and ends with a summary and the UI addresses.
 Ctrl-C cancels the runs and stops the worker and serving; the services stay up for the UIs
 (`freshrec infra down` stops them).
 """
@@ -189,6 +190,11 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
     # SIGTERM (a supervisor, `kill`) stops the demo like Ctrl-C: runs cancelled, worker stopped.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     console.rule("[bold]freshrec demo")
+    # The schema and the rows that query serving first: a bad FRESHREC_SCHEMA, or a synthetic
+    # demo of a schema without a generator, stops here, before any service starts.
+    schema = common.schema()
+    probe = demo_serving.probe_rows(common, options.source)
+    console.print(f"feature schema: {schema.schema_id}")
     console.print("starting the embedded services (Kafka protocol, Redis, MLflow, Prefect) ...")
     up(common)
     common = common.refreshed()  # the embedded Redis's password exists now
@@ -233,7 +239,7 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
         )
         if server is not None:
             summary.served_version, summary.predictions = demo_serving.query(
-                options.serve_port, summary.latest_version
+                options.serve_port, summary.latest_version, probe
             )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: cancelling the stage runs ...")

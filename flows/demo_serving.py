@@ -1,4 +1,5 @@
-"""The demo's serving process: `freshrec serve` following the `latest` alias, and a query."""
+"""The demo's serving process: `freshrec serve` following the `latest` alias, and a query with
+a few rows of the feature schema's own format (`probe_rows`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from flows.deployments import PROJECT_ROOT
 from infra.services.logpipe import wrapped
+from stages.common.errors import ConfigError
 from stages.common.settings import CommonSettings
 
 
@@ -29,16 +31,46 @@ def start(common: CommonSettings, port: int, log_dir: Path) -> subprocess.Popen[
     )
 
 
-def _rows(n: int) -> bytes:
-    from stages.ingest.core.synthetic import SyntheticConfig, generate_rows
+def probe_rows(common: CommonSettings, source: str, n: int = 5) -> list[bytes]:
+    """`n` rows of `common.schema()` for querying serving: the first rows of the schema's
+    synthetic generator (seed 7), or, for a schema without one, the first rows of the demo's
+    source file (in the events' column order). ConfigError when there are none (a synthetic
+    demo of a schema without a generator: raised before anything starts)."""
+    from stages.common.settings import load_settings
+    from stages.ingest.settings import IngestSettings
+    from stages.ingest.sources import synthetic_source
 
-    return b"\n".join(generate_rows(SyntheticConfig(seed=7), 0, n).rows)
+    schema = common.schema()
+    settings = load_settings(IngestSettings, synthetic_seed=7, synthetic_start=0)
+    try:
+        batches = synthetic_source(schema, settings, n)
+    except ConfigError:
+        if source == "synthetic":
+            raise
+        return _file_rows(common, Path(source), n)
+    lines = next(batches).lines
+    return [lines.line(i) for i in range(len(lines))]
+
+
+def _file_rows(common: CommonSettings, path: Path, n: int) -> list[bytes]:
+    from stages.common.rows import RowParser, read_header
+    from stages.ingest.sources import file_batches
+
+    schema = common.schema()
+    first = next(file_batches(path, chunk_bytes=1 << 20, max_line=1 << 20), None)
+    if first is None:
+        raise ConfigError(f"--source {path} is empty: the demo needs rows to stream and query")
+    rows = [first.lines.line(i) for i in range(min(len(first.lines), n + 1))]
+    header = read_header(schema, rows.pop(0), str(path)) if schema.format.header else None
+    parser = RowParser.for_schema(schema, header)
+    return [parser.to_wire(row) for row in rows[:n]]
 
 
 def query(
-    port: int, expected_version: int | None, timeout_s: float = 60.0
+    port: int, expected_version: int | None, rows: list[bytes], timeout_s: float = 60.0
 ) -> tuple[int | None, list[float]]:
-    """(version that answered, predictions) for a few synthetic rows.
+    """(version that answered, predictions) for `rows` (raw rows of the served schema, sent to
+    /predict as text, one per line).
 
     Waits up to `timeout_s` for serving to load a model and, when `expected_version` is given,
     to have swapped to it (serving follows the alias by polling).
@@ -49,7 +81,7 @@ def query(
     while time.monotonic() < deadline:
         try:
             request = urllib.request.Request(
-                f"{base}/predict", data=_rows(5), headers={"Content-Type": "text/plain"}
+                f"{base}/predict", data=b"\n".join(rows), headers={"Content-Type": "text/plain"}
             )
             with urllib.request.urlopen(request, timeout=10) as response:
                 body = json.loads(response.read())
