@@ -38,10 +38,12 @@ import numpy as np  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
 from infra.services import free_port, start_service  # noqa: E402
+from stages.common.schema import load_schema  # noqa: E402
 from stages.common.settings import CommonSettings, load_settings  # noqa: E402
 from stages.ingest.core.lines import LineSplitter  # noqa: E402
 from stages.ingest.core.prepare import SourcePosition, prepare_batch  # noqa: E402
 from stages.ingest.core.synthetic import SyntheticConfig, generate_rows  # noqa: E402
+from stages.ingest.core.validate import RowValidator  # noqa: E402
 from stages.ingest.kafka import ensure_topics, producer_config  # noqa: E402
 from stages.ingest.run import run_ingest  # noqa: E402
 from stages.ingest.settings import IngestSettings  # noqa: E402
@@ -61,7 +63,9 @@ def make_file(directory: Path, events: int) -> Path:
 def records(path: Path) -> tuple[list[bytes], list[bytes]]:
     splitter = LineSplitter()
     batch = splitter.feed(path.read_bytes())
-    prepared = prepare_batch(batch, SourcePosition(str(path), "bench"), time.time_ns() // 10**6)
+    validator = RowValidator.for_schema(load_schema("criteo"))
+    now = time.time_ns() // 10**6
+    prepared = prepare_batch(batch, SourcePosition(str(path), "bench"), now, validator)
     return prepared.keys, prepared.values
 
 
@@ -108,16 +112,19 @@ def learnability(
     learning at that row. Shows that the signal is learnable, and that it drifts."""
     from sklearn.metrics import roc_auc_score
 
-    from stages.common.criteo import parse_valid_rows
     from stages.common.hashing import feature_ids
+    from stages.common.rows import RowParser
+
+    parser = RowParser.for_schema(load_schema("criteo"))
 
     config, size, batch = SyntheticConfig(seed=3), 1 << 22, 2000
     w, g2, wd, bias = np.zeros(size), np.full(size, 1e-6), np.zeros(13), 0.0
     preds, labels, best = [], [], []
     for start in range(0, events, 50_000):
         chunk = generate_rows(config, start, 50_000)
-        raw = parse_valid_rows(chunk.rows)
-        ids = (feature_ids(raw.cats, raw.cat_missing) % np.uint64(size)).astype(np.int64)
+        raw = parser.parse(chunk.rows).raw
+        cats = raw.cat_values.astype(np.uint32)  # hex values: below 2**32
+        ids = (feature_ids(cats, raw.cat_missing) % np.uint64(size)).astype(np.int64)
         dense = np.log1p(np.nan_to_num(np.maximum(raw.dense, 0)))
         for i in range(0, 50_000, batch):
             idx, x, y = ids[i : i + batch], dense[i : i + batch], raw.label[i : i + batch]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from stages.common.raw import string_value
@@ -117,10 +118,14 @@ class DenseRule:
         raise BadValue(f"{self.name} is not {kind}: {show(value)}")
 
 
-def cat_text(kind: str, name: str, cell: str) -> int:
+def _no_hash(text: str) -> int:
+    return 0
+
+
+def cat_text(kind: str, name: str, cell: str, strings: Callable[[str], int] = _string_value) -> int:
     """A non-empty cell of a categorical value of `kind` -> its 64-bit value."""
     if kind == "str":
-        return _string_value(cell)
+        return strings(cell)
     if kind == "hex":
         if _HEX.fullmatch(cell):
             return int(cell, 16)
@@ -130,13 +135,13 @@ def cat_text(kind: str, name: str, cell: str) -> int:
     raise BadValue(f"{name} is not a 64-bit integer: {show(cell)}")
 
 
-def cat_json(kind: str, name: str, value: Any) -> int:
+def cat_json(kind: str, name: str, value: Any, strings: Callable[[str], int] = _string_value) -> int:
     """A non-null JSON categorical value of `kind` -> its 64-bit value."""
     if kind == "str":
         if type(value) is str:
-            return _string_value(value)
+            return strings(value)
         if type(value) is int:
-            return _string_value(str(value))
+            return strings(str(value))
         raise BadValue(f"{name} is not a string: {show(value)}")
     if kind == "hex":
         if isinstance(value, str) and _HEX.fullmatch(value):
@@ -148,24 +153,27 @@ def cat_json(kind: str, name: str, value: Any) -> int:
 
 
 class CatRule:
-    """-> int, or None when missing."""
+    """-> int, or None when missing. hash_strings=False: every str value is 0 (validation
+    only: ingest checks rows without computing their values)."""
 
-    def __init__(self, field: CategoricalField) -> None:
+    def __init__(self, field: CategoricalField, hash_strings: bool = True) -> None:
         self.name, self.kind = field.name, field.type
+        self.strings = _string_value if hash_strings else _no_hash
 
     def text(self, cell: str) -> int | None:
-        return cat_text(self.kind, self.name, cell) if cell else None
+        return cat_text(self.kind, self.name, cell, self.strings) if cell else None
 
     def json(self, value: Any) -> int | None:
-        return None if value is None else cat_json(self.kind, self.name, value)
+        return None if value is None else cat_json(self.kind, self.name, value, self.strings)
 
 
 class MultiRule:
-    """-> the list's first max_len values (empty when missing)."""
+    """-> the list's first max_len values (empty when missing); hash_strings as for CatRule."""
 
-    def __init__(self, field: MultiField) -> None:
+    def __init__(self, field: MultiField, hash_strings: bool = True) -> None:
         self.name, self.kind = field.name, field.type
         self.max_len, self.separator = field.max_len, field.separator
+        self.strings = _string_value if hash_strings else _no_hash
 
     def text(self, cell: str) -> list[int]:
         if not cell:
@@ -173,7 +181,7 @@ class MultiRule:
         values = cell.split(self.separator, self.max_len)[: self.max_len]
         if "" in values:
             raise BadValue(f"{self.name} has an empty value: {show(cell)}")
-        return [cat_text(self.kind, self.name, v) for v in values]
+        return [cat_text(self.kind, self.name, v, self.strings) for v in values]
 
     def json(self, value: Any) -> list[int]:
         if value is None:
@@ -182,14 +190,15 @@ class MultiRule:
             raise BadValue(f"{self.name} is not a list: {show(value)}")
         items = value[: self.max_len]
         if self.kind == "str":
-            values = [_string_value(item) for item in items if type(item) is str]
+            strings = self.strings
+            values = [strings(item) for item in items if type(item) is str]
             if len(values) == len(items):
                 return values
         out = []
         for i, item in enumerate(items):
             if item is None:
                 raise BadValue(f"{self.name}[{i}] missing")
-            out.append(cat_json(self.kind, f"{self.name}[{i}]", item))
+            out.append(cat_json(self.kind, f"{self.name}[{i}]", item, self.strings))
         return out
 
 

@@ -102,29 +102,32 @@ def _text(line: bytes) -> str:
 class RowParser(ABC):
     """Lines of one schema's format -> columns (see the module docstring)."""
 
-    def __init__(self, schema: FeatureSchema) -> None:
+    def __init__(self, schema: FeatureSchema, *, hash_strings: bool = True) -> None:
         self.schema = schema
         self.label = LabelRule(schema.label)
         self.dense = [DenseRule(f) for f in schema.dense]
-        self.cats = [CatRule(f) for f in schema.categorical]
-        self.multi = [MultiRule(f) for f in schema.multi]
+        self.cats = [CatRule(f, hash_strings) for f in schema.categorical]
+        self.multi = [MultiRule(f, hash_strings) for f in schema.multi]
         self.event_id = None if schema.event_id is None else EventIdRule(schema.event_id)
         self.event_time = None if schema.event_time is None else EventTimeRule(schema.event_time)
         self._starts = np.cumsum([0] + [f.max_len for f in schema.multi]).tolist()
         self.multi_fields = schema.multi
 
     @staticmethod
-    def for_schema(schema: FeatureSchema, header: Sequence[str] | None = None) -> RowParser:
+    def for_schema(
+        schema: FeatureSchema, header: Sequence[str] | None = None, *, hash_strings: bool = True
+    ) -> RowParser:
         """The parser of `schema`; `header`: the column names of a header format's file (from
-        `read_header`); None: `schema.columns()` (the event wire order)."""
+        `read_header`); None: `schema.columns()` (the event wire order). hash_strings=False:
+        str values are not hashed (all 0): for validating rows without using their values."""
         from stages.common.rows_arrow import ArrowRowParser, arrow_columns
 
         if schema.format.kind == "jsonl":
-            return JsonRowParser(schema)
+            return JsonRowParser(schema, hash_strings=hash_strings)
         columns = tuple(header) if header is not None else schema.columns()
         if arrow_columns(schema, columns):
             return ArrowRowParser(schema, columns)
-        return DelimitedRowParser(schema, columns)
+        return DelimitedRowParser(schema, columns, hash_strings=hash_strings)
 
     @property
     def rewrites(self) -> bool:
@@ -188,8 +191,10 @@ class RowParser(ABC):
 class DelimitedRowParser(RowParser):
     """tsv/csv rows, one line at a time (any field kinds)."""
 
-    def __init__(self, schema: FeatureSchema, columns: tuple[str, ...]) -> None:
-        super().__init__(schema)
+    def __init__(
+        self, schema: FeatureSchema, columns: tuple[str, ...], *, hash_strings: bool = True
+    ) -> None:
+        super().__init__(schema, hash_strings=hash_strings)
         self.columns, self.sep = columns, delimiter(schema)
         where = {name: i for i, name in enumerate(columns) if name != "_"}
         self._label = where[schema.label.name]
@@ -229,8 +234,8 @@ class DelimitedRowParser(RowParser):
 class JsonRowParser(RowParser):
     """JSON lines (orjson), each field by its dotted path."""
 
-    def __init__(self, schema: FeatureSchema) -> None:
-        super().__init__(schema)
+    def __init__(self, schema: FeatureSchema, *, hash_strings: bool = True) -> None:
+        super().__init__(schema, hash_strings=hash_strings)
         self._label = _getter(schema.label.json_path)
         self._id = None if schema.event_id is None else _getter(schema.event_id.json_path)
         self._time = None if schema.event_time is None else _getter(schema.event_time.json_path)

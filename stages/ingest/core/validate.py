@@ -53,7 +53,7 @@ class RowValidator:
 
     @staticmethod
     def for_schema(schema: FeatureSchema, header: tuple[str, ...] | None = None) -> RowValidator:
-        parser = RowParser.for_schema(schema, header)
+        parser = RowParser.for_schema(schema, header, hash_strings=False)  # values unused
         if not isinstance(parser, ArrowRowParser) or schema.event_id or schema.event_time:
             return RowValidator(parser, None)
         # RE2 has no possessive groups and needs none (it never backtracks).

@@ -292,3 +292,12 @@ def test_json_rows_of_the_ecommerce_preset(label: Any, price: Any, user: Any, re
     if user is not None:
         assert parsed.raw.cat_values[0, 0] == string_value(str(user))
     assert parsed.raw.multi_len.tolist() == [[min(len(recent or []), 5)]]
+
+
+def test_validation_only_parsers_accept_the_same_rows_without_hashing() -> None:
+    lines = [js(), js(y=2), js(a={"b": {"s": 5}, "m": ["a", 3]}), b"{"]
+    checking = RowParser.for_schema(schema("jsonl"), hash_strings=False)
+    full, checked = JSONL.parse(lines), checking.parse(lines)
+    assert checked.bad == full.bad and checked.good_index.tolist() == full.good_index.tolist()
+    assert checked.raw.cat_values[:, 2].tolist() == [0, 0] and checked.raw.multi_values.sum() == 0
+    assert checked.raw.cat_values[:, :2].tolist() == full.raw.cat_values[:, :2].tolist()
