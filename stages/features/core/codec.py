@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,13 +18,11 @@ import numpy.typing as npt
 from stages.common.events import DecodedEvents, EventBatch, decode_events
 from stages.common.layout import Layout, Transform, compile_layout
 from stages.common.raw import RawColumns
+from stages.common.rows import RowParser
 from stages.common.samples import BlockLayout, SampleBatch
 from stages.common.schema import FeatureSchema, load_schema
 from stages.common.transform import to_samples
 from stages.features.core.stats import FieldStats, StatsFields
-
-if TYPE_CHECKING:
-    from stages.common.rows import RowParser
 
 #: Embedding dimensions are the trainer's business: they change no sample, any value will do.
 _ANY_DIM = 1
@@ -42,8 +40,6 @@ class SchemaCodec:
 
     @staticmethod
     def for_schema(schema: FeatureSchema) -> SchemaCodec:
-        from stages.common.rows import RowParser
-
         layout = compile_layout(schema, _ANY_DIM)
         return SchemaCodec(
             schema=schema,

@@ -73,7 +73,11 @@ def test_every_event_becomes_exactly_one_sample(
     topic, ns = env["FRESHREC_TOPIC_EVENTS"], env["FRESHREC_REDIS_NAMESPACE"]
     create_topic(services.kafka, topic)
     events = _events(criteo_rows, len(criteo_rows), unique)
-    bad = [(b"bad:%d" % i, b"1\tbad:%d\tnot-a-time\t" % i + criteo_rows[i]) for i in range(3)]
+    bad = [
+        (b"bad:%d" % i,
+         encode_event(f"bad:{i}", 0, criteo_rows[i]).replace(b"\t0\t", b"\tnot-a-time\t", 1))
+        for i in range(3)
+    ]
     produce(services.kafka, topic, events + bad)
     log = tmp_path / "worker.log"
     proc = start_worker(env, log, "--max-idle-s", "3")
@@ -104,7 +108,7 @@ def _check_dead_letters(services: Services, dlq: str, topic: str) -> None:
     letters = [DeadLetterRecord.parse(m.value()) for m in got if m.error() is None]
     assert {(d.stage, d.kind) for d in letters} == {("features", "bad event_time_ms")}
     assert {d.position.topic for d in letters if isinstance(d.position, TopicPosition)} == {topic}
-    assert all(d.raw.startswith(b"1\tbad:") and d.key == d.raw[2:7] for d in letters)
+    assert all(d.raw.split(b"\t")[2] == d.key and d.key.startswith(b"bad:") for d in letters)
 
 
 def test_sigkill_mid_stream_and_restart_leaves_no_duplicate(

@@ -145,3 +145,67 @@ def test_status_reads_the_store_schema(services: Services, unique: str) -> None:
     assert read_store_schema(client, ns) is None
     _claim(services.redis, ns, "ecommerce")
     assert read_store_schema(client, ns) == SHOP.schema_hash
+
+
+def _shop_events(n: int) -> list[bytes]:
+    """`n` JSON click events of the ecommerce preset (some fields missing, one list empty)."""
+    import json
+
+    from stages.common.events import encode_event
+
+    out = []
+    for i in range(n):
+        event = {
+            "event_id": f"web-1:{i}", "ts": 1_764_979_200_000 + i, "click": i % 3 == 0,
+            "user": {"id": f"u{i % 7}", "recent_items": [f"i{j}" for j in range(i % 6)]},
+            "item": {"id": f"i{i % 11}", "category": ["shoes", "hats"][i % 2], "price": 9.5 * i},
+            "device": "mobile" if i % 4 else None, "hour": i % 24,
+        }
+        if i % 5 == 0:
+            del event["hour"]
+        row = json.dumps(event).encode()
+        out.append(encode_event(f"web-1:{i}", 1_764_979_200_000 + i, row, SHOP.schema_hash))
+    return out
+
+
+def test_ecommerce_events_go_through_the_store_to_a_trainer_of_that_schema(
+    services: Services, unique: str
+) -> None:
+    from redis.asyncio import Redis
+
+    ns = f"se{unique}"
+    codec = SchemaCodec.for_schema(SHOP)
+    values = _shop_events(30)
+    records = RecordBatch(
+        "ev", np.zeros(30, np.int32), np.arange(30, dtype=np.int64), [None] * 30, values
+    )
+    (batch,) = split_batch(records, codec).batches
+    assert batch.dead_letters == [] and len(batch.samples) == 30
+    assert batch.samples.ids.shape == (30, codec.layout.n_slots)
+
+    async def run() -> None:
+        client = Redis.from_url(services.redis)
+        try:
+            assert await claim_store_schema(client, ns, SHOP)
+            store = SampleStore(client, ns, retention_blocks=100)
+            await store.write([batch])
+            await store.merge_stats(codec.stats(batch.raw, batch.samples.ids))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    client = redis.Redis.from_url(services.redis)
+    reader = SampleReader(client, ns, compile_layout(SHOP, 16))
+    ((_, block),) = reader.read(StorePosition("0-0", 0, None), 10, 0)
+    assert block.schema_hash == SHOP.schema_hash
+    assert np.array_equal(block.samples.ids, batch.samples.ids)
+    assert np.array_equal(block.samples.dense, batch.samples.dense)
+    assert block.samples.label.tolist() == [int(i % 3 == 0) for i in range(30)]
+    from stages.features.readback import read_stats
+
+    version, stats = read_stats(client, ns, codec.stats_fields)
+    assert version == 1 and stats.rows == 30
+    assert stats.cat_missing[codec.stats_fields.sketched.index("device")] == 8
+    assert stats.multi_values.tolist() == [sum(i % 6 for i in range(30))]
+    with pytest.raises(SchemaError):
+        SampleReader(client, ns).read(StorePosition("0-0", 0, None), 10, 0)  # the default

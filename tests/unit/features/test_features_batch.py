@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 from stages.common.dead_letter import DeadLetterRecord, TopicPosition
 from stages.common.gaps import OffsetGapRecord, parse_gap_line
 from stages.common.schema import load_schema
-from stages.features.core import RecordBatch, SchemaCodec, split_batch
+from stages.common.events import encode_event, event_error
+from stages.features.core import RecordBatch, SchemaCodec, default_codec, split_batch
 
 from .conftest import synthetic_events
 
@@ -46,19 +47,23 @@ def test_split_groups_by_partition_in_offset_order(events: list[bytes]) -> None:
 def test_bad_records_become_dead_letters_with_reason(events: list[bytes]) -> None:
     values = list(events[:6])
     values[2] = b"not an event"
-    values[4] = values[4].replace(b"\t", b"\tX", 5)
+    *envelope, row = values[4].split(b"\t", 4)
+    values[4] = b"\t".join([*envelope, row.replace(b"\t", b"\tX", 5)])  # bad dense cells
     result = split_batch(_records(values, [3] * 6, list(range(10, 16))))
     (batch,) = result.batches
     assert batch.events == 6 and len(batch.samples) == 4
     assert [d.offset for d in batch.dead_letters] == [12, 14]
     assert batch.sample_offsets.tolist() == [10, 11, 13, 15]
-    assert batch.dead_letters[0].reason.startswith("not an event record")
+    # The reason is the event contract's, for the schema the worker runs.
+    parser = default_codec().parser
+    assert batch.dead_letters[0].reason == event_error(values[2], parser)
     record = DeadLetterRecord.parse(batch.dead_letters[1].record(1234).value())
     assert record.stage == "features" and record.time_ms == 1234
     assert record.position == TopicPosition(topic="events", partition=3, offset=14)
     assert record.key == b"k4" and record.raw == values[4] and record.raw_length == len(values[4])
     assert record.reason == batch.dead_letters[1].reason and record.kind.startswith("bad ")
-    assert batch.dead_letters[0].kind == "not an event record"
+    kind = batch.dead_letters[0].kind
+    assert batch.dead_letters[0].reason.startswith(kind) and "'" not in kind
 
 
 def test_repeated_records_count_once_and_gaps_are_reported(events: list[bytes]) -> None:
@@ -114,3 +119,13 @@ def test_every_record_is_a_sample_or_a_dead_letter(spec: list[tuple[int, int, bo
             assert (rest is None) == (not kept)
             if rest is not None:
                 assert rest.events == len(kept) == len(rest.samples) + len(rest.dead_letters)
+
+
+def test_an_event_of_another_schema_is_a_dead_letter_naming_both(events: list[bytes]) -> None:
+    criteo, shop = load_schema("criteo"), load_schema("ecommerce")
+    row = events[0].split(b"\t", 4)[4]
+    other = encode_event("x:1", 5, row, shop.schema_hash)
+    (batch,) = split_batch(_records([events[1], other], [0, 0], [0, 1]), default_codec()).batches
+    assert len(batch.samples) == 1 and [d.offset for d in batch.dead_letters] == [1]
+    reason = batch.dead_letters[0].reason
+    assert shop.schema_hash in reason and criteo.schema_hash in reason
