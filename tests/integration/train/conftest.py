@@ -13,6 +13,7 @@ import pytest
 
 from stages.common import keys
 from stages.common.samples import SampleBatch, SourceRange, encode_block
+from stages.common.schema import load_schema
 from stages.common.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -42,17 +43,24 @@ def synthetic_samples(n: int, first_row: int, seed: int = 0) -> SampleBatch:
     return SampleBatch(label, dense, ids, ts)
 
 
-def write_blocks(redis_url: str, namespace: str, first_seq: int, count: int, rows: int) -> list[str]:
-    """XADD `count` blocks of `rows` samples with seq first_seq.. as the features stage would;
-    block seq s holds rows (s-1)*rows .. s*rows-1. Returns the stream entry ids."""
+def write_blocks(
+    redis_url: str, namespace: str, first_seq: int, count: int, rows: int,
+    make: Callable[[int, int], SampleBatch] = synthetic_samples, schema: str = "criteo",
+) -> list[str]:
+    """XADD `count` blocks of `rows` samples (`make(rows, first_row)`, Criteo-layout
+    `synthetic_samples` by default) of feature schema `schema` with seq first_seq.., as the
+    features stage would; block seq s holds rows (s-1)*rows .. s*rows-1. Returns the stream
+    entry ids."""
     import redis
 
+    schema_hash = load_schema(schema).schema_hash
     client = redis.Redis.from_url(redis_url)
     pipe = client.pipeline()
     for seq in range(first_seq, first_seq + count):
-        samples = synthetic_samples(rows, (seq - 1) * rows)
+        samples = make(rows, (seq - 1) * rows)
         source = SourceRange("events", 0, (seq - 1) * rows, seq * rows - 1)
-        pipe.xadd(keys.samples_stream(namespace), encode_block(samples, source, seq=seq))
+        block = encode_block(samples, source, schema_hash, seq=seq)
+        pipe.xadd(keys.samples_stream(namespace), block)
     pipe.set(keys.samples_seq(namespace), first_seq + count - 1)
     ids = [i.decode() for i in pipe.execute()[:-1]]
     client.close()

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from infra.services import RunningService, free_port, start_service
+from stages.common.layout import compile_layout
 from stages.common.samples import SampleBatch
 from stages.common.settings import CommonSettings, load_settings
 from stages.features.readback import read_blocks
@@ -63,7 +64,8 @@ def _rows(criteo_sample: Path, first: int, into: Path) -> Path:
 def _stored(common: CommonSettings) -> SampleBatch:
     client = redis.Redis.from_url(common.redis_url)
     try:
-        return SampleBatch.concat([b.samples for b in read_blocks(client, common.redis_namespace)])
+        blocks = read_blocks(client, common.redis_namespace)
+        return SampleBatch.concat([b.samples for b in blocks], compile_layout(common.schema(), 16))
     finally:
         client.close()
 

@@ -7,14 +7,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.unit.train.engine import layouts
 
-from stages.common.model_export import TAG_EXPORT_SEQ, read_export
+from stages.common.model_export import TAG_EXPORT_SEQ, apply_delta, read_export
 from stages.common.reference_model import predict as reference_predict
+from stages.common.samples import SampleBatch
+from stages.common.schema import SchemaError, load_schema
 from stages.common.settings import CommonSettings
 from stages.train.checkpoint import ENGINE_DIR, Checkpoints
 from stages.train.loop import run_trainer
@@ -87,3 +92,42 @@ def test_cli_replay_of_criteo_rows(criteo_tiny: Path, common: CommonSettings) ->
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=240)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     assert json.loads(again.stdout.decode().splitlines()[-1])["windows"] == 0
+
+
+def test_an_ecommerce_store_trains_exports_and_refuses_another_schema(
+    make_settings: Callable[..., CommonSettings], redis_server: str, mlflow_server: str,
+    tmp_path: Path,
+) -> None:
+    """The trainer with FRESHREC_SCHEMA=ecommerce on blocks of that layout (pooled, narrow,
+    wide-only inputs): its export predicts like the engine restored from its checkpoint; then a
+    trainer on the Criteo schema given that checkpoint directory stops with SchemaError."""
+    from stages.train.engine import TFEngine
+
+    shop = load_schema("ecommerce")
+    common = make_settings("redis", "mlflow", checkpoint_dir=tmp_path / "ck",
+                           feature_schema="ecommerce")
+
+    def make(n: int, first_row: int) -> SampleBatch:
+        batch = layouts.sample(shop, np.random.default_rng(first_row), n, dim=4)
+        return replace(batch, event_time_ms=np.arange(first_row, first_row + n, dtype=np.int64))
+
+    write_blocks(common.redis_url, common.redis_namespace, 1, 6, 100, make, "ecommerce")
+    done = run_trainer(common, _settings(), max_windows=3, out=lambda _: None)
+    assert done.windows == 3 and done.export_seq >= 1 and done.run_id
+    latest = Checkpoints(common.checkpoints).latest()
+    assert latest is not None and latest[1].feature_schema == shop.schema_id
+    client = MlflowClient(common.mlflow_tracking_uri)
+    exports = [read_export(Path(client.download_artifacts(
+        done.run_id, f"exports/{seq:08d}", str(tmp_path / str(seq))))) for seq in (1, 2)]
+    assert [e.kind for e in exports] == ["full", "delta"] and done.export_seq == 2
+    export = apply_delta(*exports)
+    assert export.spec.schema_hash == shop.schema_hash and not export.spec.simple
+    engine = TFEngine(_settings().engine_config(shop))
+    engine.restore(latest[0] / ENGINE_DIR)
+    test = make(300, 10_000)
+    np.testing.assert_allclose(
+        reference_predict(export, test.dense, test.ids), engine.predict(test), atol=1e-5
+    )
+    criteo = common.model_copy(update={"feature_schema": "criteo"})
+    with pytest.raises(SchemaError, match=f"{shop.schema_id}.*{load_schema('criteo').schema_id}"):
+        run_trainer(criteo, _settings(), max_windows=1, out=lambda _: None)
