@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import numpy as np
-import numpy.typing as npt
 
-from stages.common.criteo import VALID_ROW, parse_valid_rows, row_error
 from stages.common.errors import TrainError
 from stages.common.layout import Transform, compile_layout
-from stages.common.raw import RawColumns
+from stages.common.rows import RowParser, read_header
 from stages.common.schema import FeatureSchema, load_schema
 from stages.common.transform import to_samples
 from stages.train.sources import Chunk
@@ -39,35 +37,6 @@ def _open(path: Path) -> IO[bytes]:
         raise TrainError(f"cannot read replay file {path}: {exc}") from None
 
 
-class _Parsed:
-    """What the replay needs of a parse: the good rows, their indices among the lines, the
-    bad rows (index, reason), and event times (-1 where the schema has none)."""
-
-    def __init__(self, raw: RawColumns, good_index: npt.NDArray[np.int64],
-                 bad: list[tuple[int, str]], event_time_ms: npt.NDArray[np.int64]) -> None:
-        self.raw, self.good_index, self.bad, self.event_time_ms = raw, good_index, bad, event_time_ms
-
-
-class _DelimitedCriteo:
-    """The Criteo row parser (`criteo.VALID_ROW`, reasons from `row_error`), the stop-gap
-    until the schema's `RowParser` exists."""
-
-    def parse(self, lines: list[bytes]) -> _Parsed:
-        good: list[int] = []
-        bad: list[tuple[int, str]] = []
-        for i, line in enumerate(lines):
-            reason = None if VALID_ROW.match(line.rstrip(b"\n")) else row_error(line)
-            if reason is None:  # VALID_ROW is stricter on trailing bytes than row_error
-                good.append(i)
-            else:
-                bad.append((i, reason))
-        batch = parse_valid_rows([lines[i] for i in good])
-        n = len(batch)
-        raw = RawColumns(batch.label, batch.dense, batch.cats.astype(np.uint64),
-                         batch.cat_missing, np.empty((n, 0), np.uint64), np.empty((n, 0), np.int32))
-        return _Parsed(raw, np.asarray(good, np.int64), bad, np.full(n, -1, np.int64))
-
-
 class ReplaySource:
     """Chunks of `chunk_rows` lines of a file in `schema`'s format (default: the Criteo
     preset), after skipping `skip_lines` lines."""
@@ -81,10 +50,6 @@ class ReplaySource:
         embedding_dim: int = 16,
     ) -> None:
         schema = schema or load_schema("criteo")
-        if schema.schema_hash != load_schema("criteo").schema_hash:
-            raise TrainError(f"replay of feature schema {schema.schema_id} needs its row parser "
-                             "(not in this build yet): replay Criteo rows, or train from the store")
-        self._parser = _DelimitedCriteo()
         self._transform = Transform(schema, compile_layout(schema, embedding_dim))
         self.path = path.resolve()
         self.exhausted = False
@@ -93,6 +58,14 @@ class ReplaySource:
         self._chunk_rows = chunk_rows
         self._handle = _open(self.path)
         self._iter: Iterator[bytes] = iter(self._handle)
+        header = None
+        if schema.format.header:  # the first line names the columns (and counts as a line)
+            first = next(self._iter, b"")
+            header = read_header(schema, first, str(self.path))
+            skip_lines = max(skip_lines, 1)
+            self._lines = skip_lines
+            skip_lines -= 1
+        self._parser = RowParser.for_schema(schema, header)
         for _ in range(skip_lines):
             if next(self._iter, None) is None:
                 self.exhausted = True
@@ -112,7 +85,7 @@ class ReplaySource:
         first = self._lines + 1
         lines: list[bytes] = []
         for line in self._iter:
-            lines.append(line)
+            lines.append(line[:-1] if line.endswith(b"\n") else line)
             if len(lines) >= self._chunk_rows:
                 break
         else:

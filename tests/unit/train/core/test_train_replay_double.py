@@ -67,3 +67,50 @@ def test_numpy_double_satisfies_protocol_and_exports_like_reference() -> None:
     np.testing.assert_allclose(
         reference_predict(model, test.dense, test.ids), engine.predict(test), atol=1e-5
     )
+
+
+def test_replay_of_ecommerce_json_lines_and_a_header_file(tmp_path: Path) -> None:
+    import json
+
+    from stages.common.layout import Transform, compile_layout
+    from stages.common.rows import RowParser
+    from stages.common.schema import load_schema, parse_schema
+
+    shop = load_schema("ecommerce")
+    events = [{"event_id": f"web-1:{i}", "ts": 1_700_000_000_000 + i, "click": i % 2,
+               "user": {"id": f"u{i % 7}", "recent_items": [f"i{j}" for j in range(i % 6)]},
+               "item": {"id": f"i{i % 11}", "category": "shoes", "price": 10.5 * i},
+               "device": "mobile", "hour": i % 24} for i in range(30)]
+    lines = [json.dumps(e) for e in events]
+    lines.insert(5, '{"click": 1, "user": "not an object"}')
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    src = ReplaySource(path, chunk_rows=20, schema=shop, embedding_dim=8)
+    first, second = src.poll(0.0), src.poll(0.0)
+    assert src.poll(0.0) == [] and src.exhausted and src.invalid_rows == 1
+    chunks = first + second
+    assert [(c.first_seq, c.last_seq) for c in chunks] == [(1, 20), (21, 31)]
+    samples = [c.samples for c in chunks]
+    ts = np.concatenate([s.event_time_ms for s in samples])
+    np.testing.assert_array_equal(ts, [e["ts"] for e in events])  # the schema's event time
+    parsed = RowParser.for_schema(shop).parse([line.encode() for line in lines])
+    transform = Transform(shop, compile_layout(shop, 8))
+    np.testing.assert_array_equal(np.concatenate([s.ids for s in samples]),
+                                  transform.ids(parsed.raw))
+    resumed = ReplaySource(path, skip_lines=20, schema=shop)
+    assert [c.first_seq for c in resumed.poll(0.0)] == [21]
+
+    data = shop.model_dump(mode="json")  # the same fields as a CSV file with a header line
+    data["format"] = {"kind": "csv", "header": True}
+    data["multi"][0]["separator"] = "|"
+    csv_schema = parse_schema(data)
+    header = "price,click,user,item,category,device,hour,recent_items,event_id,ts,extra\n"
+    rows = [f"{i}.5,{i % 2},u{i},i{i},c,web,{i},i1|i2,w:{i},{1000 + i},x\n" for i in range(5)]
+    (tmp_path / "rows.csv").write_text(header + "".join(rows))
+    src = ReplaySource(tmp_path / "rows.csv", schema=csv_schema)
+    (chunk,) = src.poll(0.0)
+    assert (chunk.first_seq, chunk.last_seq, len(chunk.samples)) == (2, 6, 5)
+    np.testing.assert_array_equal(chunk.samples.event_time_ms, 1000 + np.arange(5))
+    again = ReplaySource(tmp_path / "rows.csv", skip_lines=4, schema=csv_schema)
+    (rest,) = again.poll(0.0)
+    assert (rest.first_seq, len(rest.samples)) == (5, 2)
