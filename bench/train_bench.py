@@ -40,10 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from stages.common.criteo import parse_valid_rows  # noqa: E402
 from stages.common.layout import Transform, compile_layout  # noqa: E402
 from stages.common.model_export import ModelSpec  # noqa: E402
-from stages.common.raw import RawColumns  # noqa: E402
+from stages.common.rows import RowParser  # noqa: E402
 from stages.common.samples import SampleBatch  # noqa: E402
 from stages.common.schema import load_schema  # noqa: E402
 from stages.common.transform import to_samples  # noqa: E402
@@ -65,10 +64,7 @@ SPECS = {  # what the trainer builds from FRESHREC_SCHEMA=criteo (`TrainSettings
 
 def samples(config: SyntheticConfig, start: int, n: int) -> tuple[SampleBatch, np.ndarray]:
     chunk = generate_rows(config, start, n)
-    rows = parse_valid_rows(chunk.rows)
-    empty = np.empty((len(rows), 0))
-    raw = RawColumns(rows.label, rows.dense, rows.cats.astype(np.uint64), rows.cat_missing,
-                     empty.astype(np.uint64), empty.astype(np.int32))
+    raw = RowParser.for_schema(SCHEMA).parse(chunk.rows).raw  # all valid
     return to_samples(Transform(SCHEMA, LAYOUT), raw, chunk.event_time_ms), chunk.click_prob
 
 

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
             Optional[Path],  # noqa: UP007 - typer reads the annotation at runtime
             typer.Option(
                 "--replay",
-                help="Train one pass over this Criteo-format file (plain or .gz), then stop.",
+                help="Train one pass over this file of rows in the feature schema's format "
+                "(FRESHREC_SCHEMA; plain or .gz), then stop.",
                 exists=True,
                 dir_okay=False,
             ),

@@ -119,7 +119,7 @@ class NumpyLogisticEngine:
         rows = np.zeros((len(ids), spec.row_width), np.float32)
         rows[:, -1] = self._weights(ids)
         dense: dict[str, npt.NDArray[np.float32]] = {}
-        width = spec.n_fields * spec.embedding_dim + spec.n_dense
+        width = spec.deep_width
         for i, units in enumerate(spec.hidden_units):
             dense[f"deep/{i}/kernel"] = np.zeros((width, units), np.float32)
             dense[f"deep/{i}/bias"] = np.zeros(units, np.float32)
