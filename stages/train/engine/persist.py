@@ -3,9 +3,11 @@
 Layout of a checkpoint directory written by N ranks:
 
     rank_<r>/state.json        step, world size, rank, last export sequence, the model spec
+                               (with its feature schema hash: another schema's is refused)
     rank_<r>/table/<name>.npy  the shard's bookkeeping (`ShardTable.state`)
     rank_<r>/pool/<name>.npy   the shard's rows and optimizer slots
-    rank_<r>/net/<name>.npy    dense weights, fallback rows and their optimizer slots
+    rank_<r>/net/<name>.npy    dense weights, fallback rows and their optimizer slots, the
+                               running statistics of standardised inputs (`var__norm__*`)
                                (replicated: every rank writes its identical copy)
 
 `state.json` is written last: a rank directory without it is incomplete.
