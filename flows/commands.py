@@ -77,7 +77,9 @@ def run_command(
 
 def demo_command(
     duration: Annotated[float, typer.Option(help="seconds of streaming")] = 180.0,
-    source: Annotated[str, typer.Option(help="synthetic, or a Criteo-format file")] = "synthetic",
+    source: Annotated[
+        str, typer.Option(help="synthetic (the schema's generator), or a file in its format")
+    ] = "synthetic",
     rate: Annotated[float, typer.Option(help="events per second")] = 2000.0,
     serve_port: Annotated[int, typer.Option(help="port of the demo's serving process")] = 8765,
 ) -> None:
