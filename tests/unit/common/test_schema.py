@@ -199,3 +199,13 @@ def test_criteo_ids_are_the_historic_ids() -> None:
     np.testing.assert_array_equal(t.ids(raw), feature_ids(values.astype(np.uint32), missing))
     x = raw.dense
     np.testing.assert_allclose(t.dense(raw), np.sign(x) * np.log1p(np.abs(x)), rtol=1e-6)
+
+
+def test_a_spec_from_before_schemas_is_the_same_model_as_criteo_spelled_out() -> None:
+    old = ModelSpec("wide_deep", 16, (128, 64))
+    new = ModelSpec.from_layout(compile_layout(load_schema("criteo"), 16), "wide_deep", (128, 64))
+    assert old != new and old.same_model(new) and new.same_model(old)
+    shop = ModelSpec.from_layout(compile_layout(parse_schema(SHOP), 16), "wide_deep", (128, 64))
+    assert not shop.same_model(new)
+    other = ModelSpec.from_layout(compile_layout(load_schema("criteo"), 16), "dcn", (128, 64), 1)
+    assert not other.same_model(new)
