@@ -8,7 +8,8 @@ with `wrk` (a Lua script sets the POST body), --duration s per case after a 2 s 
 
   raw rows    freshrec POST /predict text/plain; MLflow POST /invocations dataframe_split with
               the `row` column (MLflow has no text route)
-  JSON        both POST /invocations dataframe_split with the columns I1..I13, C1..C26
+  JSON        both POST /invocations dataframe_split with a column per field of the Criteo
+              preset (`FeatureSchema.field_names()`)
 
 each with 1-row and 1,000-row requests and 1 and 50 connections (wrk -c). Reported: p50 and
 p99 latency (wrk --latency), requests/s and rows/s. Then an in-process breakdown of one
@@ -39,9 +40,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from stages.common.criteo import CAT_NAMES, DENSE_NAMES
 from stages.common.model_export import TAG_EXPORT_SEQ, TAG_ROLE, ModelSpec, artifact_path
 from stages.common.model_export import write_export
+from stages.common.schema import load_schema
 from stages.common.settings import CommonSettings, load_settings
 from stages.publish.publisher import run_publisher
 from stages.publish.settings import PublishSettings
@@ -49,6 +50,7 @@ from stages.publish.synthetic import criteo_rows, full_export
 
 BIN = Path(sys.executable).parent
 OUT = Path(__file__).with_name("out")
+SCHEMA = load_schema("criteo")  # the rows of `criteo_rows`, what the default model serves
 
 
 def publish_version(uri: str, n_rows: int, work: Path) -> CommonSettings:
@@ -74,8 +76,9 @@ def publish_version(uri: str, n_rows: int, work: Path) -> CommonSettings:
 def bodies(n: int, rng: np.random.Generator) -> dict[str, tuple[str, bytes]]:
     """name -> (content type, body) of n rows; the rows of the real synthetic vocabulary."""
     rows = criteo_rows(n, rng, label=False)
-    names = [*DENSE_NAMES, *CAT_NAMES]
-    data = [[None if not v else (int(v) if k[0] == "I" else v) for k, v in
+    names = list(SCHEMA.field_names())  # the columns of a row without its label, in order
+    numbers = {f.name for f in SCHEMA.dense}
+    data = [[None if not v else (int(v) if k in numbers else v) for k, v in
              zip(names, r.split("\t"))] for r in rows]
     return {
         "text": ("text/plain", "\n".join(rows).encode()),
@@ -135,33 +138,36 @@ def breakdown(common: CommonSettings, work: Path, reps: dict[int, int]) -> list[
     """Where one request's time goes in freshrec serve, per part, in process."""
     import orjson
 
-    from stages.common.hashing import feature_ids
     from stages.common.reference_model import logits, lookup_rows
-    from stages.common.transform import dense_transform
     from stages.publish.core.invocations import json_invocation
-    from stages.publish.core.requests import body_to_columns
+    from stages.publish.core.requests import RequestParser
     from stages.publish.registry import Registry
 
     (work / "breakdown").mkdir(exist_ok=True)
     model = Registry(common).materialize(1, work / "breakdown")
+    spec = model.spec
+    parser = RequestParser(SCHEMA, spec.embedding_dim)
+    fallback = spec.fallback_ids()
     lines = ["| rows | form | parse | dense transform | hash | lookup | MLP | JSON reply | "
              "total | rows/s (1 core) |", "|---|---|---|---|---|---|---|---|---|---|"]
     rng = np.random.default_rng(7)
     for n, count in reps.items():
-        for form, parse in (("text", body_to_columns), ("split", json_invocation)):
+        for form, parse in (("text", parser.text),
+                            ("split", lambda b, m: json_invocation(b, m, parser))):
             body = bodies(n, rng)[form][1]
             parts = dict.fromkeys(("parse", "dense", "hash", "lookup", "mlp", "json"), 0.0)
             for _ in range(count):
                 t0 = time.perf_counter()
-                cols = parse(body, 10_000)
+                raw = parse(body, 10_000).raw
                 t1 = time.perf_counter()
-                dense = dense_transform(cols.dense)
+                dense = parser.transform.dense(raw)
                 t2 = time.perf_counter()
-                ids = feature_ids(cols.cats, cols.cat_missing)
+                ids = parser.transform.ids(raw)
                 t3 = time.perf_counter()
-                rows = lookup_rows(model.ids, model.rows, ids)
+                rows = lookup_rows(model.ids, model.rows, ids, fallback)
                 t4 = time.perf_counter()
-                z = logits(model.spec, model.dense, rows, dense)
+                weights = None if spec.simple else spec.slot_weights(ids)
+                z = logits(spec, model.dense, rows, dense, weights)
                 probs = 1.0 / (1.0 + np.exp(-z))
                 t5 = time.perf_counter()
                 orjson.dumps({"predictions": probs}, option=orjson.OPT_SERIALIZE_NUMPY)

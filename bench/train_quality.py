@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from stages.common.criteo import parse_valid_rows, row_error  # noqa: E402
+from stages.common.layout import Transform, compile_layout  # noqa: E402
 from stages.common.model_export import ModelSpec  # noqa: E402
+from stages.common.rows import RowParser  # noqa: E402
 from stages.common.samples import SampleBatch  # noqa: E402
+from stages.common.schema import load_schema  # noqa: E402
 from stages.common.transform import to_samples  # noqa: E402
 from stages.train.core.engine_protocol import EngineConfig  # noqa: E402
 from stages.train.core.metrics import auc, logloss  # noqa: E402
@@ -37,27 +39,32 @@ DATA = Path("/work/shared/data/criteo/criteo_sample_10k.tsv.gz")
 RESULTS = Path(__file__).with_name("RESULTS-train.md")
 N_TRAIN = 8000
 
+SCHEMA = load_schema("criteo")  # the rows' schema
+LAYOUT = compile_layout(SCHEMA, 16)  # embedding dimension 16
+
 # The tuned defaults (the loop owns EngineConfig; these are reported to the lead).
 DEFAULTS = {
-    "wide_deep": dict(embedding_dim=16, hidden_units=(128, 64), cross_layers=0),
-    "dcn": dict(embedding_dim=16, hidden_units=(128, 64), cross_layers=1),
+    "wide_deep": dict(hidden_units=(128, 64), cross_layers=0),
+    "dcn": dict(hidden_units=(128, 64), cross_layers=1),
 }
 
 
 def load() -> SampleBatch:
     with gzip.open(DATA, "rb") as handle:
         lines = [line.rstrip(b"\n") for line in handle]
-    bad = [i for i, line in enumerate(lines) if row_error(line) is not None]
-    if bad:
-        raise SystemExit(f"{len(bad)} invalid rows in {DATA}, first at line {bad[0] + 1}")
-    raw = parse_valid_rows(lines)
-    return to_samples(raw, np.arange(len(raw), dtype=np.int64))
+    parsed = RowParser.for_schema(SCHEMA).parse(lines)
+    if parsed.bad:
+        line, reason = parsed.bad[0]
+        raise SystemExit(f"{len(parsed.bad)} invalid rows in {DATA}, first at line {line + 1}: "
+                         f"{reason}")
+    return to_samples(Transform(SCHEMA, LAYOUT), parsed.raw,
+                      np.arange(len(parsed), dtype=np.int64))
 
 
 def run(model: str, args: argparse.Namespace) -> dict[str, Any]:
     from stages.train.engine import TFEngine
 
-    spec = ModelSpec(model_type=model, **DEFAULTS[model])  # type: ignore[arg-type]
+    spec = ModelSpec.from_layout(LAYOUT, model, **DEFAULTS[model])  # type: ignore[arg-type]
     config = EngineConfig(
         spec=spec,
         batch_size=args.batch_size,

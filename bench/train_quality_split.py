@@ -44,9 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from stages.common.criteo import parse_valid_rows  # noqa: E402
+from stages.common.layout import Transform, compile_layout  # noqa: E402
 from stages.common.model_export import ModelSpec  # noqa: E402
+from stages.common.rows import RowParser  # noqa: E402
 from stages.common.samples import SampleBatch  # noqa: E402
+from stages.common.schema import load_schema  # noqa: E402
 from stages.common.transform import to_samples  # noqa: E402
 from stages.train.core.engine_protocol import EngineConfig  # noqa: E402
 from stages.train.core.metrics import auc  # noqa: E402
@@ -54,6 +56,8 @@ from stages.train.settings import TrainSettings  # noqa: E402
 
 DATA = Path("/work/shared/data/criteo/criteo_sample_10k.tsv.gz")
 RESULTS = Path(__file__).with_name("RESULTS-train.md")
+SCHEMA = load_schema("criteo")  # the rows' schema
+LAYOUT = compile_layout(SCHEMA, 16)  # embedding dimension 16
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,11 @@ SPLITS = {
 def load() -> SampleBatch:
     with gzip.open(DATA, "rb") as handle:
         lines = [line.rstrip(b"\n") for line in handle]
-    raw = parse_valid_rows(lines)
-    return to_samples(raw, np.arange(1, len(raw) + 1, dtype=np.int64))
+    parsed = RowParser.for_schema(SCHEMA).parse(lines)
+    if parsed.bad:
+        raise SystemExit(f"{len(parsed.bad)} invalid rows in {DATA}: {parsed.bad[0]}")
+    return to_samples(Transform(SCHEMA, LAYOUT), parsed.raw,
+                      np.arange(1, len(parsed) + 1, dtype=np.int64))
 
 
 def rows(data: SampleBatch, first: int, last: int) -> SampleBatch:
@@ -116,7 +123,7 @@ def one_pass(
 
     defaults = TrainSettings()
     cross = 1 if model == "dcn" else 0
-    spec = ModelSpec(model, 16, (128, 64), cross_layers=cross)  # type: ignore[arg-type]
+    spec = ModelSpec.from_layout(LAYOUT, model, (128, 64), cross)  # type: ignore[arg-type]
     base = defaults.engine_config()
     config = replace(base, spec=spec, seed=seed, evict_after_steps=0)
     if batch != "default":

@@ -39,7 +39,8 @@ class DeploymentSpec:
 SPECS = {
     "ingest": DeploymentSpec(
         "ingest",
-        "Ingest a Criteo file, stdin or the synthetic stream into Kafka (run on demand).",
+        "Ingest a file of the feature schema, stdin or the synthetic stream into Kafka "
+        "(run on demand).",
         {"source": "synthetic", "rate": 2000.0, "limit": 100000},
         concurrency_limit=None,
     ),

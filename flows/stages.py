@@ -92,11 +92,11 @@ def ingest_flow(
     duration_s: float | None = None,
     from_start: bool = False,
 ) -> dict[str, Any]:
-    """Stream events from a Criteo file, `-` or `synthetic` into Kafka (see `freshrec ingest`).
+    """Stream events from a file, `-` or `synthetic` into Kafka (see `freshrec ingest`).
 
     Args:
-        source: A Criteo-format file on the worker host (plain or .gz), `-` for stdin, or
-            `synthetic` for the drifting synthetic click stream.
+        source: A file in the format of FRESHREC_SCHEMA on the worker host (plain or .gz),
+            `-` for stdin, or `synthetic` for the schema's drifting synthetic click stream.
         rate: Events per second to send at most; empty: as fast as the broker takes them.
         limit: Stop after this many events; empty: the whole file (or, for synthetic, forever).
         loop: Start the file again at its end (a file source only).
@@ -166,7 +166,8 @@ def train_flow(
     """Run the resident trainer (or one replay pass over a file); metrics per window as a table.
 
     Args:
-        replay: A Criteo-format file on the worker host: train one pass over it, then stop.
+        replay: A file in the format of FRESHREC_SCHEMA on the worker host: train one pass
+            over it, then stop.
             Empty: train on the feature store until stopped.
         max_windows: Stop after this many windows; empty: no limit.
         duration_s: Stop after this many seconds; empty: run until cancelled.

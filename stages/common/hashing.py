@@ -1,10 +1,13 @@
 """Stable 64-bit feature ids for (field, value) pairs. NEVER change this for a model's lifetime.
 
-The id of categorical field f (0-based, C1 is 0) is `splitmix64(key)` with
+The id of a hex value in table f (0-based: its slot's table, `layout.Layout.slot_tables`) is
+`splitmix64(key)` with
 
-    key = (f + 1) << 33 | value            a present value (value: the 8 hex digits, < 2**32)
-    key = (f + 1) << 33 | 1 << 32          the field is missing
-    key = (f + 1) << 33 | 1 << 32 | 1      the per-field fallback (an id not admitted yet)
+    key = (f + 1) << 33 | value            a present value (value: the hex digits, < 2**32)
+    key = (f + 1) << 33 | 1 << 32          the value is missing
+    key = (f + 1) << 33 | 1 << 32 | 1      the table's fallback (an id not admitted yet)
+
+(`layout.py` hashes the other value kinds and crosses into the same tables.)
 
 splitmix64's finaliser is a bijection on 64-bit integers, so two different keys never share an
 id: there are no collisions at all, across fields or values, and the ids are uniform, so
@@ -46,7 +49,7 @@ def feature_ids(
 ) -> npt.NDArray[np.uint64]:
     """uint32[n, F] values and bool[n, F] missing flags -> uint64[n, F] feature ids.
 
-    Column j is field j. A missing cell gets the field's "missing" id whatever its value.
+    Column j is table j. A missing cell gets the table's "missing" id whatever its value.
     """
     keys = values.astype(np.uint64) | _field_base(values.shape[1])
     keys = np.where(missing, _field_base(values.shape[1]) | _MISSING_BIT, keys)
@@ -54,7 +57,7 @@ def feature_ids(
 
 
 def fallback_ids(n_fields: int) -> npt.NDArray[np.uint64]:
-    """uint64[F]: the per-field id used in place of a feature id that is not admitted."""
+    """uint64[F]: per table 0..F-1, the id used in place of a feature id not admitted."""
     return splitmix64(_field_base(n_fields) | _MISSING_BIT | np.uint64(1))
 
 

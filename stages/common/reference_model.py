@@ -1,15 +1,17 @@
 """The forward pass of the exported models in NumPy: the definition the trainer must match.
 
-Inputs per row: dense x float32[13] (`transform.dense_transform`) and ids uint64[26]. Each id is
-looked up in the exported table; an id that is absent (never admitted, or evicted) uses the row
-of its field's fallback id (`hashing.fallback_ids`), and a fallback absent too uses zeros.
-Let E be the [26, d] deep part of the looked-up rows and x0 = concat(E.flatten(), x) (26*d + 13).
+Inputs per row: dense x float32[D] (`layout.Transform.dense`) and ids uint64[F] (one per id
+slot, `layout.Transform.ids`). Each id is looked up in the exported table; an id that is absent
+(never admitted, or evicted) uses the row of its slot's fallback id (`ModelSpec.fallback_ids`),
+and a fallback absent too uses zeros. In the simplest layout (one slot per group at full width,
+nothing standardised) let E be the [F, d] deep part of the looked-up rows and
+x0 = concat(E.flatten(), x) (F*d + D).
 
 Dense weight names (kernels are [in, out], biases [out]):
     deep/<i>/kernel, deep/<i>/bias     the MLP on x0, ReLU after every layer, i = 0, 1, ...
     head/kernel, head/bias             the output layer to one logit (no activation)
-    wide/kernel [13, 1], wide/bias [1] Wide&Deep only: the linear part on the dense features
-    cross/<l>/kernel [D, D], cross/<l>/bias [D]   DCN only, D = 26*d + 13
+    wide/kernel [D, 1], wide/bias [1]  Wide&Deep only: the linear part on the dense features
+    cross/<l>/kernel [W, W], cross/<l>/bias [W]   DCN only, W = width of x0
 
 Wide&Deep:  logit = head(deep(x0)) + sum_f wide_weight(id_f) + x @ wide/kernel + wide/bias,
             where wide_weight is the last column of an embedding row (row_width = d + 1).
@@ -25,7 +27,7 @@ the deep groups' vectors, then x. Crosses are wide-only groups: only their wide 
 weighted like every slot: wide = sum_s weight_s * wide_weight(id_s). Dense inputs marked
 `standardize` are replaced by (x - norm/mean) / sqrt(norm/var + 1e-3) (dense weights [n_dense]
 kept by the trainer as running statistics; 0 and 1 on the other columns) before both parts.
-The Criteo layout (one slot per group at full width, nothing standardised) is exactly E above.
+The Criteo preset's layout (`ModelSpec.simple`: 13 dense, 26 slots) is exactly E above.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def lookup_rows(
 ) -> npt.NDArray[np.float64]:
     """Rows for ids uint64[n, F] -> float64[n, F, w]; `table_ids` sorted ascending.
 
-    An absent id falls back to its slot's fallback row (`fallback` uint64[F], default the
-    Criteo layout's, `ModelSpec.fallback_ids()`), or zeros when that is absent too.
+    An absent id falls back to its slot's fallback row (`fallback` uint64[F], normally
+    `ModelSpec.fallback_ids()`; default: one table per slot, 0..F-1), or zeros when that is
+    absent too.
     """
     n, n_fields = ids.shape
     width = table_rows.shape[1]

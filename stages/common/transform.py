@@ -31,10 +31,3 @@ def to_samples(
         event_time_ms=np.asarray(event_time_ms, dtype=np.int64),
     )
 
-
-def dense_transform(dense: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-    """float64[n, D] with NaN for missing -> float32[n, D]: `sign(x) * log1p(|x|)`, missing ->
-    0.0. Deprecated: what `layout.Transform.dense` does for a schema whose dense fields are all
-    `transform: log1p` with `missing: 0`; kept until its last callers use the schema."""
-    out = np.sign(dense) * np.log1p(np.abs(dense))
-    return np.nan_to_num(out, nan=0.0).astype(np.float32)

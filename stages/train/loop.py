@@ -192,9 +192,9 @@ def _open_source(
             schema=common.schema(),
             embedding_dim=settings.embedding_dim,
         )
-    from stages.train.store import SampleStore
+    from stages.train.store import SampleReader
 
-    return StoreSource(SampleStore.from_settings(common), state.store, settings.read_count)
+    return StoreSource(SampleReader.from_settings(common), state.store, settings.read_count)
 
 
 def _window_size(chunks: list[Chunk], max_samples: int) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from stages.common.samples import SampleBatch
 from stages.train.core.positions import SeqGap, StorePosition, advance
-from stages.train.store import Entry, SampleStore
+from stages.train.store import Entry, SampleReader
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class StoreSource:
     at any block and the checkpoint holds that block's position). Never exhausted.
 
     Blocks are decoded with the store's layout (the trainer's schema): a block of another schema
-    stops the trainer with SchemaError (see `store.SampleStore`).
+    stops the trainer with SchemaError (see `store.SampleReader`).
 
     A store that lost its data (Redis restarted empty or flushed) is noticed by its `epoch`
     key (or, for a position of an older checkpoint without one, by a block counter below the
@@ -64,7 +64,7 @@ class StoreSource:
     exhausted = False
     EPOCH_CHECK_S = 10.0
 
-    def __init__(self, store: SampleStore, position: StorePosition, read_count: int) -> None:
+    def __init__(self, store: SampleReader, position: StorePosition, read_count: int) -> None:
         self.store = store
         self._count = read_count
         self.resets = 0

@@ -39,7 +39,7 @@ def _default_schema() -> FeatureSchema:
     return load_schema(CommonSettings.model_fields["feature_schema"].default)
 
 
-class SampleStore:
+class SampleReader:
     """Reads sample blocks of one namespace, made with the schema `layout` describes (a
     `layout.Layout` or `samples.BlockLayout`; None: the default preset of FRESHREC_SCHEMA, for
     tests and tools). Build it with `from_settings`; `close()` after."""
@@ -55,8 +55,8 @@ class SampleStore:
     @classmethod
     def from_settings(
         cls, common: CommonSettings, layout: ExpectedLayout | None = None
-    ) -> SampleStore:
-        """A store on `FRESHREC_REDIS_URL` reading blocks of `layout` (None: the schema of
+    ) -> SampleReader:
+        """A reader on `FRESHREC_REDIS_URL` of blocks of `layout` (None: the schema of
         FRESHREC_SCHEMA); ServiceUnavailable when Redis does not answer."""
         redis_mod: Any = require("redis", "train")
         password = common.redis_password.get_secret_value() if common.redis_password else None
@@ -65,9 +65,9 @@ class SampleStore:
             kwargs["password"] = password
         client = redis_mod.Redis.from_url(common.redis_url, **kwargs)
         layout = layout or BlockLayout.for_schema(common.schema())
-        store = cls(client, common.redis_namespace, layout)
-        store._call(client.ping)
-        return store
+        reader = cls(client, common.redis_namespace, layout)
+        reader._call(client.ping)
+        return reader
 
     def close(self) -> None:
         self._client.close()

@@ -92,7 +92,10 @@ class WindowTrainer:
 
     def train_window(self, chunks: list[Chunk], source: Source) -> None:
         """Predict, train, report one window (collective); then export and checkpoint when due.
-        Blocks missed just before the window's blocks count for this window."""
+        Blocks missed just before the window's blocks count for this window. `chunks` is not
+        empty (the loop closes a window on at least one chunk; a chunk may hold 0 rows)."""
+        if not chunks:
+            raise TrainError("a window needs at least one chunk: close windows on queued chunks")
         missed = sum(g.blocks for c in chunks for g in c.gaps)
         batch = SampleBatch.concat([c.samples for c in chunks])
         if len(batch):

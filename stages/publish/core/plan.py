@@ -9,7 +9,7 @@ version it applies onto, whose registry version number is the tag `freshrec.base
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -238,11 +238,16 @@ def parse_gate(text: str) -> GateDecision:
     return GateDecision(verdict == "passed", reason or text)
 
 
-def model_description(name: str, model_type: str | None, full_every: int) -> str:
+def model_description(
+    name: str, model_type: str | None, full_every: int, field_names: Sequence[str] = ()
+) -> str:
     """The registered model's description (Markdown, as MLflow's UI shows it): what the model
     is, how versions relate, its aliases and how to load it. `model_type`: of the newest
-    version (None before the first one)."""
+    version (None before the first one); `field_names`: the input fields of its feature schema
+    (`FeatureSchema.field_names()`; empty: not named)."""
     kind = model_type or "not known yet (set with the first version)"
+    columns = (f"the columns {', '.join(field_names)}" if field_names else
+               "a column per input field of the version's feature schema (its `schema.json`)")
     cadence = (
         "every version is a full snapshot" if full_every <= 1 else
         f"every {full_every}-th version is a full snapshot, the others are deltas against the "
@@ -250,7 +255,7 @@ def model_description(name: str, model_type: str | None, full_every: int) -> str
     )
     return "\n".join([
         f"**{name}**: a freshrec click-through-rate (CTR) model, trained online on a stream "
-        "of Criteo-shaped events and published by the freshrec publisher.",
+        "of events of its feature schema and published by the freshrec publisher.",
         "",
         f"- Model type: `{kind}`.",
         f"- Versions: each is full (the whole model) or a delta (embedding rows changed, "
@@ -260,7 +265,7 @@ def model_description(name: str, model_type: str | None, full_every: int) -> str
         "(progressive AUC not below production's minus the tolerance); the newest version is "
         "`latest` (MLflow resolves it: `models:/<name>/latest`).",
         f'- Load: `mlflow.pyfunc.load_model("models:/{name}@production")`, then '
-        "`predict` on a DataFrame with the columns I1..I13, C1..C26.",
+        f"`predict` on a DataFrame with {columns}.",
         "- Each version's description and `freshrec.*` tags give its windows, samples, "
         "metrics, store position and gate decision.",
     ])

@@ -23,14 +23,17 @@ import redis
 from infra.services import RunningService, free_port, start_service
 from infra.services.redis_server import redis_server_binary
 from stages.common import keys
-from stages.common.criteo import parse_valid_rows
 from stages.common.gaps import TopicResetRecord
+from stages.common.rows import RowParser
+from stages.common.schema import load_schema
 from stages.common.settings import CommonSettings, load_settings
 from stages.features.readback import read_blocks, read_counters, read_gaps
 from stages.features.runner import FeaturesSummary, run_features
 from stages.features.settings import FeaturesSettings
 
 from .conftest import create_topic, produce, wait_for
+
+CRITEO = load_schema("criteo")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BASE_MS = 1_700_000_000_000
@@ -187,7 +190,8 @@ def test_broker_restarted_empty_between_runs_stores_every_new_event_once(
     # the samples are the two files' rows
     labels = np.concatenate([b.samples.label for b in blocks])
     rows = first.read_bytes().splitlines() + second.read_bytes().splitlines()
-    assert int(labels.sum()) == int(parse_valid_rows(rows).label.sum())
+    parsed = RowParser.for_schema(CRITEO).parse(rows)
+    assert not parsed.bad and int(labels.sum()) == int(parsed.raw.label.sum())
     # the reset is counted, logged in gaps, and named by the worker
     assert counters["topic_resets"] == 1 and run2.topic_resets == 1 and run1.topic_resets == 0
     resets = [g for g in read_gaps(client, ns) if isinstance(g, TopicResetRecord)]

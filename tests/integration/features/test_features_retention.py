@@ -17,7 +17,7 @@ from stages.features.core import PartitionBatch, RecordBatch, split_batch
 from stages.features.readback import read_blocks, read_counters, read_gaps
 from stages.features.store import SampleStore, stream_bytes_key, stream_index_key
 from stages.train.core.positions import SeqGap, StorePosition, advance
-from stages.train.store import SampleStore as SampleReader
+from stages.train.store import SampleReader
 
 from .conftest import Services
 from .test_features_store import synthetic_events

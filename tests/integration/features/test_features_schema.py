@@ -22,7 +22,7 @@ from stages.features.settings import FeaturesSettings
 from stages.features.store import SampleStore
 from stages.features.store_schema import claim_store_schema, schema_key
 from stages.train.core.positions import StorePosition
-from stages.train.store import SampleStore as SampleReader
+from stages.train.store import SampleReader
 
 from .conftest import Services
 from .test_features_store import synthetic_events

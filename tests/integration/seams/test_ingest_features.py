@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import redis
 
-from stages.common.criteo import parse_valid_rows
 from stages.common.dead_letter import DeadLetterRecord, FilePosition, TopicPosition
+from stages.common.rows import RowParser
+from stages.common.schema import load_schema
 from stages.common.settings import CommonSettings, load_settings
 from stages.features.readback import read_blocks, read_counters, read_gaps
 from stages.features.runner import run_features
@@ -23,6 +24,8 @@ from stages.features.settings import FeaturesSettings
 from stages.ingest.run import run_ingest
 from stages.ingest.settings import IngestSettings
 from tests.integration.ingest.conftest import _read_topic as read_topic
+
+CRITEO = load_schema("criteo")
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +91,8 @@ def test_every_line_ingest_reads_is_a_sample_or_a_dead_letter(
 
     # the stored samples are the sample's rows (labels in the same multiset)
     labels = np.concatenate([b.samples.label for b in blocks])
-    assert int(labels.sum()) == int(parse_valid_rows(rows).label.sum())
+    parsed = RowParser.for_schema(CRITEO).parse(rows)
+    assert not parsed.bad and int(labels.sum()) == int(parsed.raw.label.sum())
 
     # ingest's dead letters: one per bad line, with its file position and bytes
     assert {d.stage for d in ingest_dlq} == {"ingest"}

@@ -130,9 +130,9 @@ def test_trimmed_blocks_are_detected_and_reported(common: CommonSettings) -> Non
     assert latest is not None and latest[1].missed_blocks == 2
     # a trainer restarted from an older checkpoint finds the same gap again: recorded once
     from stages.train.core.positions import SeqGap
-    from stages.train.store import SampleStore
+    from stages.train.store import SampleReader
 
-    store = SampleStore.from_settings(common)
+    store = SampleReader.from_settings(common)
     store.report_gaps([SeqGap(3, 4)], "again")
     store.close()
     assert client.hget(keys.counters(common.redis_namespace), b"trainer_missed_blocks") == b"2"

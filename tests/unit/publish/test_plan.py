@@ -6,6 +6,7 @@ import pytest
 
 from stages.common.errors import ContractError
 from stages.common.export_meta import ExportMeta, ProgressiveMetrics, ReplayRange, StoreRange
+from stages.common.schema import load_schema
 from stages.publish.core import plan
 from stages.publish.core.plan import VersionInfo
 
@@ -157,3 +158,12 @@ def test_model_description() -> None:
     assert "every 10-th version is a full snapshot" in text and "delta" in text
     assert "full snapshot" in plan.model_description("m", None, 1)
     assert plan.model_description("m", "wide_deep", 3) != plan.model_description("m", None, 3)
+    assert "Criteo" not in text and "I1" not in text and "schema.json" in text
+
+
+def test_model_description_names_the_schemas_fields() -> None:
+    shop = load_schema("ecommerce").field_names()
+    text = plan.model_description("m", "wide_deep", 3, shop)
+    assert f"the columns {', '.join(shop)}." in text
+    criteo = plan.model_description("m", "wide_deep", 3, load_schema("criteo").field_names())
+    assert "the columns I1, I2," in criteo and "C26." in criteo
