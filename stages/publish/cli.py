@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         from stages.publish.registry import Registry
         from stages.publish.serving import ModelFollower, create_app
         from stages.publish.settings import PublishSettings
+        from stages.publish.wakeup import Wakeup, versions_channel
 
         common = load_settings(CommonSettings, **({"model_name": model} if model else {}))
         overrides: dict[str, object] = {}
@@ -95,9 +96,18 @@ def register(app: typer.Typer) -> None:
                 "model; set FRESHREC_PUBLISH_SERVE_TOKEN", host)
         work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "serve"
         work.mkdir(parents=True, exist_ok=True)
-        follower = ModelFollower(Registry(common), alias, work, settings.serve_poll_s)
-        # uvicorn uses uvloop and httptools when installed (the publish extra brings them)
-        uvicorn.run(create_app(follower, settings), host=host, port=port, access_log=access_log)
+        wakeup = None
+        if settings.notify:
+            wakeup = Wakeup.from_settings(
+                common, versions_channel(common.redis_namespace, common.model_name), "serving")
+        follower = ModelFollower(Registry(common), alias, work, settings.serve_poll_s, wakeup)
+        try:
+            # uvicorn uses uvloop and httptools when installed (the publish extra brings them)
+            uvicorn.run(create_app(follower, settings), host=host, port=port,
+                        access_log=access_log)
+        finally:
+            if wakeup is not None:
+                wakeup.close()
 
     @app.command("evaluate")
     def evaluate(

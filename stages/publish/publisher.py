@@ -8,7 +8,8 @@ moves to it (MLflow reserves that alias: it resolves to the newest version); `pr
 when the quality gate passes. On start the publisher rebuilds what it holds from the registry
 (the last version's chain), so a restart continues the chain.
 
-After each registration (and once at start) the retention policy (`core.retention`,
+After each registration (put off while announced exports wait, see below, at most
+`RETAIN_DEFER_MAX` registrations) and once at start the retention policy (`core.retention`,
 `FRESHREC_PUBLISH_KEEP_VERSIONS`) deletes the versions that neither the newest N, production,
 rollback nor a kept delta's chain needs, with their artifacts, and the trainer exports already
 folded into a registered version beyond the newest `FRESHREC_PUBLISH_KEEP_TRAINER_EXPORTS`.
@@ -18,6 +19,11 @@ never registers that publish_seq again: a restart, or the next cycle, finds the 
 `freshrec.publish_seq` tag, adopts it (decides its gate, moves `production`) and continues from
 it. `FRESHREC_PUBLISH_TEST_PAUSE_AFTER_REGISTER_S` (tests only) makes the publisher sleep right
 after creating a version, so a test can kill it there.
+
+Wake-up hints (`wakeup.py`, `FRESHREC_PUBLISH_NOTIFY`): the loop waits at most `interval_s`
+between cycles, and less when the trainer announces an export on Redis pub/sub; after creating
+a version and after moving `production` it announces that to serving the same way. The hints
+only shorten waits: without Redis the loop polls as before.
 
 Lineage: the registered model's description says what it is (`plan.model_description`); each
 version is created with a description of its tags and gets its gate decision added once the
@@ -32,6 +38,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,9 +53,11 @@ from stages.publish.core.retention import retention_plan
 from stages.publish.loaded import sorted_full
 from stages.publish.registry import Registry, manifest_sha256
 from stages.publish.settings import PublishSettings
+from stages.publish.wakeup import publisher_hints
 
 log = logging.getLogger(__name__)
 TEST_PAUSE_ENV = "FRESHREC_PUBLISH_TEST_PAUSE_AFTER_REGISTER_S"  # tests only, see above
+RETAIN_DEFER_MAX = 10  # registrations retention may be put off while exports wait
 
 
 @dataclass
@@ -75,8 +84,15 @@ class PublishSummary:
 class Publisher:
     """Holds the fold state between cycles; `cycle()` does one poll-fold-register round."""
 
-    def __init__(self, registry: Registry, settings: PublishSettings, work: Path) -> None:
+    def __init__(
+        self, registry: Registry, settings: PublishSettings, work: Path,
+        hint: Callable[[str], object] | None = None,
+        behind: Callable[[], bool] | None = None,
+    ) -> None:
         self.registry = registry
+        self.hint = hint  # tells serving "a version was created / production moved"
+        self.behind = behind  # True when a trainer export is announced and not folded yet
+        self._unretained = 0  # registrations since the last retention round
         self.settings = settings
         self.work = work
         self.state = FoldState()
@@ -87,6 +103,7 @@ class Publisher:
         self.production: int | None = None
         self.last_published_s: float | None = None  # unix time of the last version's publish
         self._described: tuple[str | None] | None = None  # model type in the model description
+        self._started = self._folded = 0.0  # monotonic: this cycle's start, its fold's end
 
     def describe_model(self, model_type: str | None) -> None:
         """Create the registered model when absent and keep its description current (written
@@ -127,6 +144,7 @@ class Publisher:
 
     def cycle(self, summary: PublishSummary) -> int | None:
         """Fold new trainer exports and register a version when any was folded."""
+        self._started = time.monotonic()
         head = self.registry.trainer_head(self.settings.trainer_run_id)
         if head is None:
             return None
@@ -155,8 +173,13 @@ class Publisher:
             self._cursor[run_id] = seq + 1
         if not self.state.pending:
             return None
+        self._folded = time.monotonic()
         version = self._register(summary)
-        self.retain(summary)
+        self._unretained += 1
+        # while exports wait, retention (a few MLflow calls) waits for a quieter cycle, but
+        # never more than RETAIN_DEFER_MAX registrations
+        if self.behind is None or not self.behind() or self._unretained >= RETAIN_DEFER_MAX:
+            self.retain(summary)
         return version
 
     def retain(self, summary: PublishSummary) -> None:
@@ -165,6 +188,7 @@ class Publisher:
         so rollback never targets a deleted version), then the trainer exports already folded
         into a registered version beyond the newest `keep_trainer_exports`. A failure is
         logged and counted; the next registration tries again."""
+        self._unretained = 0
         try:
             self._retain_versions(summary)
             self._retain_exports(summary)
@@ -247,13 +271,16 @@ class Publisher:
             )
             version = self.registry.register(directory, tags,
                                              plan.version_description(tags, None))
+        if self.hint is not None:
+            self.hint(f"v{version} created")
         _test_pause(version)
         # `latest` needs no move: MLflow reserves that alias name, and Registry.alias_version
         # resolves it to the newest version.
         info = plan.parse_version(version, tags)
         passed, reason = self._gate(info, tags, summary)
-        log.info("registered v%d (%s, seq %d, trainer %s/%d); production %s: %s", version, kind,
-                 seq, state.run_id, state.trainer_seq, "moved" if passed else "stays", reason)
+        log.info("registered v%d (%s, seq %d, trainer %s/%d); production %s: %s; %.2f s "
+                 "(read and fold %.2f s)", version, kind, seq, state.run_id, state.trainer_seq,
+                 "moved" if passed else "stays", reason, *self._took())
         self.state = registered(state)
         self.last = info
         self.last_published_s = int(tags[plan.T_PUBLISHED_MS]) / 1000
@@ -283,12 +310,19 @@ class Publisher:
             self.registry.promote(info.version)
             self.production = info.version
             summary.promoted.append(info.version)
+            if self.hint is not None:
+                self.hint(f"v{info.version} production")
         else:
             summary.gate_refusals += 1
         # the description before the tag: a version whose gate tag is missing gets both again
         self.registry.describe_version(info.version, plan.version_description(tags, decision))
         self.registry.tag_version(info.version, plan.T_GATE, plan.gate_text(decision))
         return decision.passed, decision.reason
+
+
+    def _took(self) -> tuple[float, float]:
+        """Seconds since this cycle started, and of its reading and folding."""
+        return time.monotonic() - self._started, self._folded - self._started
 
 
 def _test_pause(version: int) -> None:
@@ -311,7 +345,8 @@ def run_publisher(
 
     With `once`, any error propagates (FreshrecError). Otherwise a failed cycle (MLflow down, a
     corrupt trainer export) is logged, counted and retried after `interval_s` (default:
-    `settings.interval_s`).
+    `settings.interval_s`). With `settings.notify` a trainer's export hint ends the wait early,
+    and each version created or promoted is announced to serving (see `wakeup.py`).
     """
     work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "publish"
     work.mkdir(parents=True, exist_ok=True)
@@ -319,7 +354,10 @@ def run_publisher(
     interval = settings.interval_s if interval_s is None else interval_s
     summary = PublishSummary()
     registry = Registry(common)
-    publisher = Publisher(registry, settings, work)
+    notifier, wakeup = publisher_hints(common, registry.name, not once) if settings.notify \
+        else (None, None)
+    publisher = Publisher(registry, settings, work, notifier.notify if notifier else None,
+                          wakeup.pending if wakeup else None)
     restored = False
     metrics = None
     if not once and settings.metrics_port is not None:
@@ -341,11 +379,16 @@ def run_publisher(
                     raise
                 summary.failed_cycles += 1
                 log.error("publish cycle failed (retrying in %.1f s): %s", interval, exc)
-            if once or stop.wait(interval):
+            if not once and wakeup is not None:
+                wakeup.wait(interval, stop)
+            if once or stop.wait(0 if wakeup is not None else interval):
                 return summary
     finally:
         if metrics is not None:
             metrics.close()
+        for hints in (wakeup, notifier):
+            if hints is not None:
+                hints.close()
         try:
             registry.close()
         except FreshrecError as exc:

@@ -51,8 +51,15 @@ class PublishSettings(BaseSettings):
     work_dir: str | None = Field(
         None, description="Scratch directory for downloads; default: <state_dir>/publish."
     )
+    notify: bool = Field(
+        True, description="Wake-up hints on Redis pub/sub (FRESHREC_REDIS_URL): the publisher "
+        "cycles as soon as the trainer announces an export and announces each version it "
+        "creates or promotes, and serving checks its alias as soon as one is announced. Only "
+        "hints: the publisher still polls every interval_s and serving every serve_poll_s.",
+    )
     serve_poll_s: float = Field(
-        2.0, gt=0, le=3600, description="Seconds between serving's checks of the alias."
+        2.0, gt=0, le=3600, description="Seconds between serving's checks of the alias "
+        "(a version announced by the publisher is checked at once, see notify).",
     )
     serve_max_body_bytes: int = Field(
         8 << 20, ge=1024, le=1 << 30,

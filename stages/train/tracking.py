@@ -6,24 +6,21 @@ logged with `step = window number` (a window retrained after a restart logs its 
 Exports are uploaded as the artifact directory `model_export.artifact_path(seq)`, and only then
 is the tag `freshrec.export_seq` set (see `stages.common.model_export`). Only rank 0 tracks.
 
-Lineage: the run carries the source commit (`mlflow.source.git.commit`, MLflow's own tag),
-`freshrec.version`, a description (`mlflow.note.content`), the settings as params, and each
-export's input as an MLflow dataset (`ExportInput`: the store's namespace, block seqs and stream
-ids, or the replay file, its sha256 and rows). Plots go to `plots/`. All of it is queued in the
-outbox like the metrics: none of it makes training wait for MLflow.
+Lineage (`lineage.py`): the run carries the source commit (`mlflow.source.git.commit`, MLflow's
+own tag), `freshrec.version`, a description (`mlflow.note.content`), the settings as params, and
+each export's input as an MLflow dataset. Plots go to `plots/`. All of it is queued in the outbox
+like the metrics: none of it makes training wait for MLflow.
+
+Once an export's tag is set, a wake-up hint goes to Redis (`notify.ExportNotifier`) so that the
+publisher folds it at once instead of at its next poll; a lost hint only costs that wait.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import subprocess
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +31,11 @@ from stages.common.model_export import (
 )
 from stages.common.settings import CommonSettings, redact_text, redact_url
 from stages.train.core.report import WindowReport
+from stages.train.lineage import (
+    ExportInput, FileDigest, InputSource, common_params, dataset_fields, package_version,
+    run_description, source_commit,
+)
+from stages.train.notify import ExportNotifier
 from stages.train.outbox import OutboxConfig, TrackingOutbox
 from stages.train.plots import ARTIFACT_DIR, WindowPoint, render_plots
 from stages.train.settings import TrainSettings
@@ -41,136 +43,17 @@ from stages.train.settings import TrainSettings
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+__all__ = [  # the lineage values are imported from here by the loop and the trainer
+    "ExportInput", "FileDigest", "InputSource", "TrainerTracking", "common_params",
+    "dataset_fields", "package_version", "probe_tracking_server", "run_description",
+    "source_commit",
+]
 TAG_CONSUMER = "freshrec.consumer"
 TAG_COMMIT = "mlflow.source.git.commit"  # MLflow's own: its UI shows it on the run page
 TAG_VERSION = "freshrec.version"
 TAG_NOTE = "mlflow.note.content"  # MLflow's run description
 DATASET_CONTEXT = "mlflow.data.context"  # MLflow's input tag: training / validation / ...
 log = logging.getLogger(__name__)
-
-
-def package_version() -> str:
-    """The installed freshrec distribution's version ("unknown" when not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("freshrec")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def source_commit() -> str:
-    """`git rev-parse HEAD` of the checkout this code runs from, when it is one (and git
-    answers within seconds); else the installed package version."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / ".git").exists():
-        try:
-            done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                                  capture_output=True, text=True, timeout=5, check=False)
-            commit = done.stdout.strip()
-            if done.returncode == 0 and len(commit) == 40:
-                return commit
-        except (OSError, subprocess.TimeoutExpired):
-            pass  # no git on PATH, or it hangs: fall back to the package version
-    return package_version()
-
-
-def common_params(common: CommonSettings) -> dict[str, Any]:
-    """The shared settings that say what a trainer run is about (none of them secret)."""
-    return {
-        "topic_events": common.topic_events,
-        "redis_namespace": common.redis_namespace,
-        "model_name": common.model_name,
-        "mlflow_experiment": common.mlflow_experiment,
-    }
-
-
-class FileDigest:
-    """The sha256 of a file, computed once, on first use (in the outbox's thread, so a large
-    file never holds training). None, logged once, when the file cannot be read any more."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._value: str | None = None
-        self._done = False
-        self._lock = threading.Lock()
-
-    def value(self) -> str | None:
-        with self._lock:
-            if not self._done:
-                self._done = True
-                sha = hashlib.sha256()
-                try:
-                    with self.path.open("rb") as handle:
-                        while block := handle.read(1 << 20):
-                            sha.update(block)
-                    self._value = sha.hexdigest()
-                except OSError as exc:
-                    log.warning("no sha256 of the replay file in MLflow: %s", exc)
-            return self._value
-
-
-@dataclass(frozen=True)
-class InputSource:
-    """Where this run's samples come from: a store namespace, or a replay file."""
-
-    namespace: str | None = None
-    replay: FileDigest | None = None
-
-    def describe(self) -> str:
-        if self.replay is not None:
-            return f"a replay of `{self.replay.path}`"
-        return f"the Redis feature store, namespace `{self.namespace}`"
-
-
-@dataclass(frozen=True)
-class ExportInput:
-    """The samples of one export's windows (since the previous export): windows
-    `window_first..window_last`, `samples` rows; block seqs (store) or 1-based file rows
-    (replay) `first..last`, inclusive; stream entry ids of the first and last block (store)."""
-
-    export_seq: int
-    window_first: int
-    window_last: int
-    samples: int
-    first: int
-    last: int
-    first_stream_id: str | None = None
-    last_stream_id: str | None = None
-
-
-def dataset_fields(source: InputSource, item: ExportInput) -> dict[str, str]:
-    """The MLflow Dataset fields (name, digest, source_type, source, profile) of `item`."""
-    profile = {"export_seq": item.export_seq, "windows": [item.window_first, item.window_last],
-               "samples": item.samples}
-    if source.replay is not None:
-        sha = source.replay.value()
-        where: dict[str, Any] = {"uri": source.replay.path.as_uri(), "sha256": sha,
-                                 "rows": [item.first, item.last]}
-        name, source_type = source.replay.path.name, "local"
-    else:
-        where = {"namespace": source.namespace, "block_seq": [item.first, item.last],
-                 "stream_id": [item.first_stream_id, item.last_stream_id]}
-        name, source_type = f"redis:{source.namespace}", "redis"
-    text = json.dumps(where, sort_keys=True)
-    return {"name": name, "digest": hashlib.sha256(text.encode()).hexdigest()[:16],
-            "source_type": source_type, "source": text, "profile": json.dumps(profile)}
-
-
-def run_description(common: CommonSettings, settings: TrainSettings, source: InputSource) -> str:
-    """The run's description (markdown): what the run is, its model and its source."""
-    spec = settings.model_spec()
-    return (
-        f"freshrec trainer `{settings.consumer_name}`: online training of a {spec.model_type} "
-        f"CTR model (embedding dim {spec.embedding_dim}, hidden units "
-        f"{','.join(map(str, spec.hidden_units))}, {settings.optimizer} lr "
-        f"{settings.learning_rate}) on windows of {settings.window_samples} samples from "
-        f"{source.describe()} (events topic `{common.topic_events}`). An export every "
-        f"{settings.export_every} windows under `exports/`, published by the publisher as "
-        f"model `{common.model_name}`; window metrics by step = window; plots under `plots/`."
-    )
-
-
 _PROBE_TIMEOUT_S = 5.0
 
 
@@ -220,6 +103,7 @@ class TrainerTracking:
         self.outbox = TrackingOutbox(self, outbox) if outbox is not None else None
         self.flush_s = flush_s
         self.source: InputSource | None = None
+        self.notifier: ExportNotifier | None = None  # the publisher's wake-up hint, when set
 
     @classmethod
     def open(
@@ -262,7 +146,8 @@ class TrainerTracking:
                     run = client.get_run(run_id)
                     if run.info.lifecycle_stage == "active":
                         client.update_run(run_id, status="RUNNING")
-                        return cls(client, run_id, outbox, flush_s)
+                        return cls._with_notifier(cls(client, run_id, outbox, flush_s),
+                                                  common, settings)
                 except exceptions.MlflowException as exc:
                     if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST",
                                               "INVALID_PARAMETER_VALUE"):
@@ -281,12 +166,19 @@ class TrainerTracking:
             )
             new = cls(client, run.info.run_id, outbox, flush_s)
             new._log_params(params)
-            return new
+            return cls._with_notifier(new, common, settings)
         except exceptions.MlflowException as exc:
             raise ServiceUnavailable(
                 f"MLflow at {redact_url(common.mlflow_tracking_uri)} failed ({redact_text(str(exc))}): start it "
                 "or set FRESHREC_MLFLOW_TRACKING_URI"
             ) from None
+
+    @staticmethod
+    def _with_notifier(tracking: TrainerTracking, common: CommonSettings,
+                       settings: TrainSettings | None) -> TrainerTracking:
+        if settings is not None and settings.notify_exports:
+            tracking.notifier = ExportNotifier.from_settings(common)
+        return tracking
 
     def start(self) -> int:
         """Queue the exports a previous trainer spilled and did not upload, and start sending.
@@ -399,6 +291,8 @@ class TrainerTracking:
     def send_export(self, directory: Path, export_seq: int) -> None:
         self._client.log_artifacts(self.run_id, str(directory), artifact_path(export_seq))
         self._client.set_tag(self.run_id, TAG_EXPORT_SEQ, str(export_seq))
+        if self.notifier is not None:  # never raises: a lost hint costs a publisher poll
+            self.notifier.notify(self.run_id, export_seq)
 
     def send_input(self, item: Any) -> None:
         entities: Any = require("mlflow.entities", "train")
@@ -421,3 +315,5 @@ class TrainerTracking:
         except Exception as exc:  # MLflow away at exit: the run stays RUNNING, logged
             log.warning("could not mark MLflow run %s %s: %s: %s", self.run_id,
                         "FAILED" if failed else "FINISHED", type(exc).__name__, str(exc)[:200])
+        if self.notifier is not None:
+            self.notifier.close()
