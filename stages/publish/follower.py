@@ -65,6 +65,7 @@ class ModelFollower:
             diverged = non_finite(export)
             if diverged is not None:
                 raise ContractError(diverged)
+            schema = self.registry.served_schema(version, export.spec, self.work)
         except ContractError as exc:
             self.swap_failures["refused"] += 1
             self._refused = version
@@ -80,7 +81,8 @@ class ModelFollower:
                         self.last_error)
             return False
         self._published = (str(version), self._published_at_ms(version))
-        self.current = LoadedModel(export, str(version), "full", int(time.time() * 1000))
+        self.current = LoadedModel(export, str(version), "full", int(time.time() * 1000),
+                                   schema)
         self.last_error = None
         self.swaps += 1
         log.info("now serving %s v%s (%d rows; downloaded and applied in %.2f s)",

@@ -111,7 +111,8 @@ class Publisher:
         if self._described == (model_type,):
             return
         self.registry.ensure_model(plan.model_description(
-            self.registry.name, model_type, self.settings.full_every))
+            self.registry.name, model_type, self.settings.full_every,
+            self.registry.common.schema().field_names()))
         self._described = (model_type,)
 
     def restore(self, summary: PublishSummary | None = None) -> None:

@@ -54,6 +54,7 @@ def common_params(common: CommonSettings) -> dict[str, Any]:
         "redis_namespace": common.redis_namespace,
         "model_name": common.model_name,
         "mlflow_experiment": common.mlflow_experiment,
+        "feature_schema": common.schema().schema_id,
     }
 
 
@@ -131,11 +132,11 @@ def dataset_fields(source: InputSource, item: ExportInput) -> dict[str, str]:
 
 def run_description(common: CommonSettings, settings: TrainSettings, source: InputSource) -> str:
     """The run's description (markdown): what the run is, its model and its source."""
-    spec = settings.model_spec()
     return (
-        f"freshrec trainer `{settings.consumer_name}`: online training of a {spec.model_type} "
-        f"CTR model (embedding dim {spec.embedding_dim}, hidden units "
-        f"{','.join(map(str, spec.hidden_units))}, {settings.optimizer} lr "
+        f"freshrec trainer `{settings.consumer_name}`: online training of a "
+        f"{settings.model_type} CTR model on feature schema `{common.schema().schema_id}` "
+        f"(embedding dim {settings.embedding_dim}, hidden units "
+        f"{','.join(map(str, settings.hidden_units))}, {settings.optimizer} lr "
         f"{settings.learning_rate}) on windows of {settings.window_samples} samples from "
         f"{source.describe()} (events topic `{common.topic_events}`). An export every "
         f"{settings.export_every} windows under `exports/`, published by the publisher as "

@@ -17,7 +17,8 @@ import pytest
 from stages.common.model_export import ModelExport, ModelSpec, apply_delta
 from stages.common.reference_model import predict
 from stages.common.settings import CommonSettings
-from stages.publish.core.requests import text_to_inputs
+from stages.common.schema import load_schema
+from stages.publish.core.requests import RequestParser, text_to_inputs
 from stages.publish.publisher import run_publisher
 from stages.publish.registry import PUBLISH_DIR, Registry
 from stages.publish.serving import ModelFollower, create_app
@@ -31,7 +32,7 @@ SETTINGS = PublishSettings(full_every=4, serve_poll_s=0.2)
 
 
 def _expected(model: ModelExport) -> np.ndarray:
-    inputs = text_to_inputs("\n".join(ROWS).encode(), 1000)
+    inputs = text_to_inputs("\n".join(ROWS).encode(), 1000, RequestParser(load_schema("criteo")))
     order = np.argsort(model.ids)
     full = ModelExport(model.spec, "full", model.export_seq, None, model.dense,
                        model.ids[order], model.rows[order])
