@@ -23,19 +23,15 @@ from typing import Any
 
 from stages.common.errors import ContractError, PublishError, ServiceUnavailable, require
 from stages.common.model_export import (
-    ARTIFACT_DIR, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, ModelSpec, apply_delta, artifact_path,
-    read_export,
+    ARTIFACT_DIR, TAG_EXPORT_SEQ, TAG_ROLE, ModelExport, artifact_path, read_export,
 )
-from stages.common.schema import FeatureSchema
 from stages.common.settings import CommonSettings, redact_text, redact_url
 from stages.publish.core import plan
-from stages.publish.core.chain import EXPORT_PATHS, VersionChain, link_of, public_uri
+from stages.publish.core.chain import VersionChain, link_of, public_uri
 from stages.publish.core.plan import VersionInfo
-from stages.publish.loaded import (
-    SCHEMA_FILE, check_expected_schema, find_export_dir, manifest_sha256, read_schema_json,
-    schema_of_spec, sorted_full, verified_export,
-)
+from stages.publish.loaded import manifest_sha256
 from stages.publish.version_model import save_version_model
+from stages.publish.version_download import VersionDownloads
 
 __all__ = ["PUBLISH_DIR", "Registry", "manifest_sha256"]
 log = logging.getLogger(__name__)
@@ -57,7 +53,7 @@ def error_code(exc: BaseException) -> str | None:
     return code if isinstance(code, str) else None
 
 
-class Registry:
+class Registry(VersionDownloads):
     """The registered model `common.model_name` and the trainer runs of the experiment."""
 
     def __init__(self, common: CommonSettings) -> None:
@@ -392,62 +388,3 @@ class Registry:
         self.delete_run_artifacts(run_id, artifact_path(seq))
 
     # --- reading versions back ----------------------------------------------------------
-    def download_version(self, info: VersionInfo, work: Path) -> ModelExport:
-        """Download and verify one version's export (manifest sha256 against its tag, every
-        array against the manifest). ContractError when corrupt or incomplete."""
-        mv = self._call("read a model version", self.client.get_model_version,
-                        self.name, str(info.version))
-        source = str(mv.source)
-        if not source.startswith("runs:/"):
-            raise ContractError(f"version {info.version} has a foreign source {source}")
-        run_id, _, rel = source.removeprefix("runs:/").partition("/")
-        dst = Path(tempfile.mkdtemp(dir=work))
-        try:
-            # only the export: the pyfunc files around it are for plain MLflow
-            root = Path(self._call("download a version", self.client.download_artifacts,
-                                   run_id, f"{rel}/{EXPORT_PATHS[info.kind]}", str(dst)))
-            return verified_export(find_export_dir(root), info.manifest_sha256,
-                                   info.publish_seq, f"version {info.version}")
-        finally:
-            shutil.rmtree(dst, ignore_errors=True)
-
-    def version_schema(self, version: int, work: Path) -> FeatureSchema | None:
-        """The feature schema version `version` carries (`artifacts/schema.json`), None for a
-        version registered before versions carried one."""
-        mv = self._call("read a model version", self.client.get_model_version,
-                        self.name, str(version))
-        run_id, _, rel = str(mv.source).removeprefix("runs:/").partition("/")
-        listed = self._call("list a version", self.client.list_artifacts, run_id,
-                            f"{rel}/artifacts")
-        if not any(f.path.endswith(f"/{SCHEMA_FILE}") for f in listed):
-            return None
-        with tempfile.TemporaryDirectory(dir=work) as dst:
-            local = self._call("download a version's schema", self.client.download_artifacts,
-                               run_id, f"{rel}/artifacts/{SCHEMA_FILE}", dst)
-            return read_schema_json(Path(local).read_text("utf-8"), f"version {version}")
-
-    def served_schema(self, version: int, spec: ModelSpec, work: Path) -> FeatureSchema:
-        """The schema to serve version `version` (model `spec`) with: its own, else the preset
-        of its spec (`loaded.schema_of_spec`); refused (ServedSchemaError, a ContractError)
-        when FRESHREC_SCHEMA is set to another schema."""
-        schema = schema_of_spec(spec, self.version_schema(version, work))
-        if "feature_schema" in self.common.model_fields_set:
-            check_expected_schema(self.common.schema(), schema, f"version {version}")
-        return schema
-
-    def materialize(
-        self, target: int, work: Path, have: tuple[int, ModelExport] | None = None
-    ) -> ModelExport:
-        """The full model of version `target`: its chain downloaded, verified and applied
-        (starting from `have` = (version, full model) when it is on the chain)."""
-        chain = plan.serving_chain(target, self.version_info, have[0] if have else None)
-        model = have[1] if have and (not chain or chain[0].kind == "delta") else None
-        for info in chain:
-            export = self.download_version(info, work)
-            if model is None:
-                model = sorted_full(export)
-            else:
-                model = apply_delta(model, export)
-        if model is None:
-            raise PublishError(f"version {target} has nothing to apply")
-        return model
