@@ -260,11 +260,13 @@ def run_demo(common: CommonSettings, options: DemoOptions, console: Console) -> 
 
 
 def _counts(common: CommonSettings) -> dict[str, int]:
-    """Counters that only grow: topic sizes, the feature store's counters, registry versions."""
-    count, _latest, _production = monitor.registry_state(common)
+    """Counters that only grow: topic sizes, the feature store's counters, and the newest
+    registry version number (MLflow numbers versions 1, 2, ... and never reuses one, while
+    retention deletes old ones, so the count of versions present is not what was added)."""
+    _count, latest, _production = monitor.registry_state(common)
     return {
         **monitor.store_counters(common),
-        "registry_versions": count or 0,
+        "registry_versions": latest or 0,
         "topic_events": monitor.topic_size(common, common.topic_events) or 0,
         "topic_dlq": monitor.topic_size(common, common.topic_events_dlq) or 0,
     }
