@@ -52,7 +52,9 @@ def test_descriptions_and_one_publisher_run(common: CommonSettings,
     client = _client(common)
     name = common.model_name
     described = client.get_registered_model(name).description
-    assert described == plan.model_description(name, "wide_deep", 3)
+    assert described == plan.model_description(name, "wide_deep", 3,
+                                                common.schema().field_names())
+    assert "the columns I1, I2," in described  # the Criteo preset's input fields
     assert "`wide_deep`" in described and "CTR" in described
     assert f'mlflow.pyfunc.load_model("models:/{name}@production")' in described
 
