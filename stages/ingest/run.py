@@ -17,6 +17,7 @@ from stages.ingest.core.prepare import PreparedBatch
 from stages.ingest.core.synthetic import SyntheticConfig
 from stages.ingest.kafka import CountingProducer, ensure_topics
 from stages.ingest.pipeline import Prefetch, prepared_parts
+from stages.ingest.resend import Resender
 from stages.ingest.resume import FileResume
 from stages.ingest.settings import IngestSettings
 from stages.ingest.sources import (
@@ -138,6 +139,7 @@ def run_ingest(
     if settings.create_topics:
         ensure_topics(common, [common.topic_events, common.topic_events_dlq])
     producer = CountingProducer(common, settings)
+    resender = Resender(common, settings, producer).start()
     tally, started = Tally(), time.monotonic()
     reporter = _Progress(sys.stderr if progress else None, settings.progress_interval_s, started)
     bucket = TokenBucket(rate, max(1.0, rate / 10), started) if rate else None
@@ -155,6 +157,7 @@ def run_ingest(
                 if resume is not None:
                     resume.checkpoint(producer, stop, time.monotonic())
                 _send(producer, common, prepared, tally)
+                resender.sent(prepared.keys, prepared.values, time.monotonic())
                 if resume is not None:
                     resume.handed(prepared)
                 reporter.maybe(tally, time.monotonic())
@@ -169,13 +172,18 @@ def run_ingest(
     finally:
         if stopped or (stop is not None and stop.is_set()):
             close_timeout = settings.stop_flush_s
+        final = close_timeout is None  # not stopped, no error: look for a last reset
+        if final:
+            producer.wait_acked(stop, settings.delivery_timeout_s)
+        resender.close(final_check=final)
         purged = producer.close(close_timeout)
         if resume is not None:
             resume.finish(producer, purged, read_all=read_all)
     failed_events = producer.failed(common.topic_events)
     failed_dead = producer.failed(common.topic_events_dlq)
     seconds = time.monotonic() - started
-    return summarize(tally, failed_events, failed_dead, seconds, stopped, resumed)
+    return summarize(tally, failed_events, failed_dead, seconds, stopped, resumed,
+                     resender.topic_resets, resender.resent)
 
 
 def _sleep(seconds: float, stop: threading.Event | None) -> None:

@@ -67,6 +67,29 @@ class IngestSettings(BaseSettings):
     create_topics: bool = Field(
         True, description="Create the events and dead-letter topics when they are absent."
     )
+    resend_ring_records: int = Field(
+        65_536,
+        ge=0,
+        le=1 << 25,
+        description="Newest records (all partitions together) kept to be sent again when the "
+        "events topic is recreated (the embedded broker restarted empty: issue #12); 0 turns "
+        "it off. Keep it at most half of FRESHREC_FEATURES_DEDUPE_WINDOW (default 131,072): "
+        "the features stage recognises a copy only within that many seqs of its source, and "
+        "more records arrive before the copies. 65,536 is ~30 s at 2,000 events/s.",
+    )
+    resend_ring_bytes: int = Field(
+        64 << 20, ge=0, le=1 << 32, description="Bytes (keys + values) the resend ring holds."
+    )
+    resend_ring_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a sent record stays in the resend ring."
+    )
+    topic_watch_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two reads of the events topic's id (a new id: the topic "
+        "was recreated, the resend ring is sent again).",
+    )
     synthetic_seed: int = Field(
         0, ge=0, lt=2**63, description="Seed of `--source synthetic` (the generator's stream)."
     )

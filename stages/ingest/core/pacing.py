@@ -86,7 +86,10 @@ class IngestSummary:
     sent: events acknowledged by the broker; dead_lettered: bad lines whose
     dead letter was acknowledged; failed: lines whose record (event or dead letter) could not be
     delivered within the delivery timeout (0 unless the broker stayed away); seconds: wall time;
-    by_reason: bad lines per reason kind (delivered or not); stopped: ended by `stop`/Ctrl-C.
+    by_reason: bad lines per reason kind (delivered or not); stopped: ended by `stop`/Ctrl-C;
+    topic_resets: times the events topic was seen recreated (a new topic id);
+    resent_after_topic_reset: records of the resend ring sent again after those (copies: not
+    in `sent`).
     """
 
     read: int
@@ -97,6 +100,8 @@ class IngestSummary:
     by_reason: dict[str, int]
     stopped: bool = False
     resumed_from_line: int | None = None
+    topic_resets: int = 0
+    resent_after_topic_reset: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -112,6 +117,9 @@ class IngestSummary:
         )
         if self.resumed_from_line is not None:
             text += f"; resumed at line {self.resumed_from_line:,}"
+        if self.topic_resets:
+            text += (f"; topic recreated {self.topic_resets:,} times, "
+                     f"resent {self.resent_after_topic_reset:,}")
         return text + (f"; reasons: {reasons}" if reasons else "")
 
 
@@ -122,6 +130,8 @@ def summarize(
     seconds: float,
     stopped: bool,
     resumed_from_line: int | None = None,
+    topic_resets: int = 0,
+    resent: int = 0,
 ) -> IngestSummary:
     """The summary once the producer is closed (the failures are final)."""
     return IngestSummary(
@@ -133,4 +143,6 @@ def summarize(
         by_reason=dict(tally.by_reason),
         stopped=stopped,
         resumed_from_line=resumed_from_line,
+        topic_resets=topic_resets,
+        resent_after_topic_reset=resent,
     )
