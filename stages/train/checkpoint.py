@@ -131,20 +131,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _checksums(root: Path) -> dict[str, dict[str, object]]:
-    """relative path -> {size, sha256} of every file under `root` (but the checksum and state
-    files themselves)."""
+def file_checksums(root: Path, paths: list[Path]) -> dict[str, dict[str, object]]:
+    """relative path (to `root`) -> {size, sha256} of each of `paths`."""
     out: dict[str, dict[str, object]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel in (CHECKSUM_FILE, STATE_FILE):
-            continue
+    for path in paths:
         digest = hashlib.sha256()
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-        out[rel] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+        out[path.relative_to(root).as_posix()] = {"size": path.stat().st_size,
+                                                  "sha256": digest.hexdigest()}
     return out
+
+
+def _checksums(root: Path) -> dict[str, dict[str, object]]:
+    """relative path -> {size, sha256} of every file under `root` (but the checksum and state
+    files themselves)."""
+    paths = sorted(p for p in root.rglob("*") if p.is_file())
+    return file_checksums(root, [
+        p for p in paths if p.relative_to(root).as_posix() not in (CHECKSUM_FILE, STATE_FILE)
+    ])
 
 
 def verify_checkpoint(path: Path) -> str | None:
@@ -258,9 +264,13 @@ class Checkpoints:
         """The temporary directory of `window`'s checkpoint (the same path on every rank)."""
         return self.root / f"{_TMP}{window:010d}"
 
-    def commit(self, tmp: Path, state: TrainerState) -> Path:
-        """Write the state, fsync everything, rename into place, drop old checkpoints."""
-        (tmp / CHECKSUM_FILE).write_text(json.dumps(_checksums(tmp), indent=1, sort_keys=True))
+    def commit(self, tmp: Path, state: TrainerState,
+               checksums: dict[str, dict[str, object]] | None = None) -> Path:
+        """Write the checksums and the state, fsync everything, rename into place, drop old
+        checkpoints. `checksums`: of the files under `tmp`, when the writers hashed them
+        (`checkpoint_writer`); computed here otherwise."""
+        listed = _checksums(tmp) if checksums is None else checksums
+        (tmp / CHECKSUM_FILE).write_text(json.dumps(listed, indent=1, sort_keys=True))
         (tmp / STATE_FILE).write_text(state.to_json())
         _fsync_tree(tmp)
         final = self.root / f"{_PREFIX}{state.window:010d}"

@@ -1,9 +1,10 @@
 """The resident trainer: windows of samples, progressive validation, checkpoints, exports.
 
 For each window (see `core.window.WindowPolicy`): score it with the current model (progressive
-validation), then train on it; print one line and log the metrics to MLflow (rank 0). Every K
-windows the engine state and the trainer's position are checkpointed atomically; every E windows
-the model is exported to MLflow. At start the newest checkpoint is restored, so a trainer killed
+validation), then train on it, in mini-batches that grow while samples wait in the store
+(`core.batch_policy`); print one line and log the metrics to MLflow (rank 0). Every K windows
+the engine state and the trainer's position are checkpointed atomically, written off the
+training thread (`checkpoint_writer`); every E windows the model is exported to MLflow. At start the newest checkpoint is restored, so a trainer killed
 at any moment (even SIGKILL) continues exactly after the last checkpointed window: the windows
 trained after it are read again from the store and retrained from the restored model, so every
 sample is in the model's state exactly once. Exports continue the sequence numbers published
@@ -112,10 +113,11 @@ def run_trainer(
             _window_loop(trainer, source, settings, replay is not None, max_windows, stop)
             if trainer.since_export:
                 trainer.export()
-            if trainer.since_checkpoint:
-                trainer.checkpoint()
+            trainer.finish_checkpoints()
             failed = False
         finally:
+            if failed:
+                trainer.background.abandon()
             if trainer.metrics is not None:
                 trainer.metrics.close()
             source.close()
@@ -218,6 +220,7 @@ def _window_loop(
     """Rank 0 reads and decides (how many queued chunks close a window, whether to end); the
     decision is broadcast and every rank reads the same chunks and trains the same windows."""
     policy = settings.window_policy(replay=is_replay)
+    batches = settings.batch_policy()
     ranks = trainer.ranks
     queue: list[Chunk] = []
     first_at: float | None = None
@@ -243,7 +246,13 @@ def _window_loop(
                 take = 0
             last = max_windows is not None and take > 0 and trainer.windows + 1 >= max_windows
             end = stopping or last or (source.exhausted and rows == 0)
-            decision = {"token": new[-1].token if new else None, "take": take, "end": end}
+            batch = None
+            if take:
+                batch, change = batches.next(_backlog(source, candidates, take))
+                if change:
+                    log.info("%s", change)
+            decision = {"token": new[-1].token if new else None, "take": take, "end": end,
+                        "batch": batch}
         decision = ranks.broadcast(decision)
         if ranks.rank != 0 and decision["token"] is not None:
             new = source.fetch_until(decision["token"])
@@ -253,11 +262,25 @@ def _window_loop(
         queue.extend(new)
         _note_store_resets(trainer, source)
         if decision["take"]:
-            trainer.train_window(queue[: decision["take"]], source)
+            trainer.train_window(queue[: decision["take"]], source, decision["batch"])
             queue = queue[decision["take"]:]
             first_at = time.monotonic() if any(len(c.samples) for c in queue) else None
         if decision["end"]:
             return
+
+
+def _backlog(source: Source, candidates: list[Chunk], take: int) -> int | None:
+    """Samples waiting after the window of `candidates[:take]`: the chunks read after it and
+    the blocks the store holds beyond the last one read (at the window's samples per block).
+    None for a replay (a file has no backlog to adapt to)."""
+    if not isinstance(source, StoreSource) or not candidates:
+        return None
+    window = candidates[:take]
+    per_block = sum(len(c.samples) for c in window) / max(
+        sum(c.last_seq - c.first_seq + 1 for c in window), 1)
+    queued = sum(len(c.samples) for c in candidates[take:])
+    unread = max(source.store.last_seq() - candidates[-1].last_seq, 0)
+    return queued + int(unread * per_block)
 
 
 def _note_store_resets(trainer: WindowTrainer, source: Source) -> None:

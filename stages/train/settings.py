@@ -14,6 +14,7 @@ from stages.common.layout import compile_layout
 from stages.common.model_export import ModelSpec
 from stages.common.schema import FeatureSchema, load_schema
 from stages.common.settings import settings_config
+from stages.train.core.batch_policy import AdaptiveBatch
 from stages.train.core.engine_protocol import EngineConfig
 from stages.train.core.window import WindowPolicy
 
@@ -52,13 +53,23 @@ class TrainSettings(BaseSettings):
         256, ge=1, le=1 << 20, description="Mini-batch size in a window (256: the best "
         "held-out AUC measured, with batch 512; 16 learns no better and trains ~6x slower)."
     )
+    # Training samples/s on the same runs: 256 ~37k, 512 ~46k, 1,024 ~64k (RESULTS-train.md);
+    # held-out AUC 1,024 -0.003 against 256. Only while samples wait (core.batch_policy).
+    batch_size_max: int = Field(
+        1024, ge=1, le=1 << 20, description="Largest mini-batch while samples wait: the batch "
+        "doubles while more than 2 windows wait in the feature store and halves back once "
+        "fewer than 1 does (each change logged); = FRESHREC_TRAIN_BATCH_SIZE turns it off."
+    )
     window_samples: int = Field(
         8192, ge=1, description="A window closes once it holds this many samples (N)..."
     )
     window_seconds: float = Field(
         30.0, gt=0, description="...or this many seconds after its first sample (T)."
     )
-    checkpoint_every: int = Field(5, ge=1, description="Checkpoint every K windows.")
+    checkpoint_every: int = Field(
+        5, ge=1, description="Checkpoint every K windows (written by a thread while training "
+        "goes on; one falling due while another is written waits for it)."
+    )
     checkpoints_kept: int = Field(3, ge=1, le=100, description="Complete checkpoints kept.")
     export_every: int = Field(5, ge=1, description="Export the model every E windows.")
     full_export_every: int = Field(
@@ -166,6 +177,11 @@ class TrainSettings(BaseSettings):
             seed=self.seed,
             prior_ctr=self.prior_ctr,
         )
+
+    def batch_policy(self) -> AdaptiveBatch:
+        """The mini-batch of each window: `batch_size`, up to `batch_size_max` under backlog."""
+        return AdaptiveBatch(self.batch_size, max(self.batch_size_max, self.batch_size),
+                             self.window_samples)
 
     def window_policy(self, *, replay: bool = False) -> WindowPolicy:
         """N samples or T seconds; a replay closes on samples only, to be deterministic."""

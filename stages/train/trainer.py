@@ -19,7 +19,8 @@ from stages.common.errors import TrainError
 from stages.common.export_meta import ExportMeta, ProgressiveMetrics, ReplayRange, StoreRange
 from stages.common.model_export import non_finite
 from stages.common.samples import SampleBatch
-from stages.train.checkpoint import ENGINE_DIR, Checkpoints, TrainerState
+from stages.train.checkpoint import Checkpoints, TrainerState
+from stages.train.checkpoint_writer import BackgroundCheckpoints
 from stages.train.core.engine_protocol import Engine
 from stages.train.core.metrics import window_metrics
 from stages.train.core.report import WindowReport
@@ -79,6 +80,7 @@ class WindowTrainer:
         self.missed_total = 0  # blocks missed in the windows of this call
         self.since_checkpoint = 0
         self.since_export = 0
+        self.background = BackgroundCheckpoints(checkpoints, ranks, engine)
         self.last_report: WindowReport | None = None
         # Newest event time trained on in this call (ms); exported for freshness measurements.
         self.max_event_time_ms: int | None = None
@@ -90,7 +92,8 @@ class WindowTrainer:
         self._input_first: tuple[int, str | None] = (0, None)
         self._input_samples = 0
 
-    def train_window(self, chunks: list[Chunk], source: Source) -> None:
+    def train_window(self, chunks: list[Chunk], source: Source,
+                     batch_size: int | None = None) -> None:
         """Predict, train, report one window (collective); then export and checkpoint when due.
         Blocks missed just before the window's blocks count for this window. `chunks` is not
         empty (the loop closes a window on at least one chunk; a chunk may hold 0 rows)."""
@@ -104,7 +107,7 @@ class WindowTrainer:
         share = batch.take(slice(self.ranks.rank, None, self.ranks.size))
         started = time.monotonic()
         preds = self.engine.predict(share)
-        result = self.engine.train(share)
+        result = self.engine.train(share, batch_size)
         seconds = time.monotonic() - started
         gathered = self.ranks.allgather(
             (share.label, np.asarray(preds, dtype=np.float64), result.loss, result.samples)
@@ -127,6 +130,7 @@ class WindowTrainer:
             table_size=result.table_size,
             evicted=result.evicted,
             missed_blocks=missed,
+            batch_size=batch_size or self.settings.batch_size,
         )
         self.state = replace(
             self.state,
@@ -155,8 +159,9 @@ class WindowTrainer:
                     self.plot()
         if window % self.settings.export_every == 0:
             self.export()
-        if window % self.settings.checkpoint_every == 0:
-            self.checkpoint()
+        self.background.settle()
+        if self.since_checkpoint >= self.settings.checkpoint_every and not self.background.busy:
+            self.checkpoint(wait=False)
 
     def _observe(self, report: WindowReport) -> None:
         """Rank 0: the plots' history and the Prometheus series (no I/O)."""
@@ -260,19 +265,24 @@ class WindowTrainer:
             **where,
         )
 
-    def checkpoint(self) -> None:
-        """Checkpoint (collective): rank 0 stages, every rank saves, rank 0 commits."""
-        window = self.state.window
-        if self.ranks.rank == 0:
-            self.checkpoints.begin(window)
-        self.ranks.barrier()
-        self.engine.save(self.checkpoints.staging(window) / ENGINE_DIR)
-        self.ranks.barrier()
-        if self.ranks.rank == 0:
-            final = self.checkpoints.commit(self.checkpoints.staging(window), self.state)
-            log.info("checkpoint %s", final)
-        self.ranks.barrier()
+    def checkpoint(self, wait: bool = True) -> None:
+        """Checkpoint the state as of now (collective): the engine's state is copied and
+        written by a thread (`checkpoint_writer`), committed after a later window once every
+        rank has written it; with `wait`, committed before returning (a checkpoint still in
+        flight is committed first)."""
+        if wait or self.background.busy:
+            self.background.settle(wait=True)
+        self.background.start(self.state)
         self.since_checkpoint = 0
+        if wait:
+            self.background.settle(wait=True)
+
+    def finish_checkpoints(self) -> None:
+        """At a clean end: commit the checkpoint in flight, then checkpoint what was trained
+        since it (collective)."""
+        self.background.settle(wait=True)
+        if self.since_checkpoint:
+            self.checkpoint()
 
 
 def _progressive(report: WindowReport | None) -> ProgressiveMetrics:

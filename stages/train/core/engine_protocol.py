@@ -8,6 +8,7 @@ rank in the same order, so a rank with no rows still takes part.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -100,8 +101,9 @@ class Engine(Protocol):
         """
         ...
 
-    def train(self, batch: SampleBatch) -> TrainResult:
-        """Train on this rank's rows, in order, in mini-batches of `batch_size`.
+    def train(self, batch: SampleBatch, batch_size: int | None = None) -> TrainResult:
+        """Train on this rank's rows, in order, in mini-batches of `batch_size` (None: the
+        configured one; every rank passes the same).
 
         Collective: every rank calls it once per window, even with 0 rows; unequal row counts
         across ranks must not hang.
@@ -116,6 +118,12 @@ class Engine(Protocol):
         """Write the whole training state into `directory` (exists, empty): tables, admission
         counters, optimizer state, dense weights, step. Each rank writes its own shard
         (collective)."""
+        ...
+
+    def snapshot(self) -> Callable[[Path], None]:
+        """This rank's part of what `save` writes, copied in memory now, and a function that
+        writes it into a directory later, from another thread, as `save` would have (not
+        collective: the trainer's checkpoint writer coordinates the ranks)."""
         ...
 
     def restore(self, directory: Path) -> None:

@@ -30,12 +30,14 @@ class WindowReport:
     table_size: int
     evicted: int
     missed_blocks: int = 0
+    batch_size: int = 0  # the window's mini-batch (0: not reported)
 
     def line(self) -> str:
         """The compact one-line form printed per window, e.g.
 
         `window 12 n=8192 auc=0.7412 logloss=0.4712 ne=0.8923 cal=1.021 sps=10450 table=123456`
-        followed by ` missed=3` only when blocks were missed. nan prints as `nan`.
+        followed by ` batch=256` when the mini-batch is reported and ` missed=3` only when
+        blocks were missed. nan prints as `nan`.
         """
         m = self.metrics
         text = (
@@ -43,6 +45,8 @@ class WindowReport:
             f"ne={_f(m.ne, 4)} cal={_f(m.calibration, 3)} sps={_f(self.samples_per_second, 0)} "
             f"table={self.table_size}"
         )
+        if self.batch_size:
+            text += f" batch={self.batch_size}"
         if self.missed_blocks:
             text += f" missed={self.missed_blocks}"
         return text
@@ -64,6 +68,7 @@ class WindowReport:
             "table_size": float(self.table_size),
             "evicted": float(self.evicted),
             "missed_blocks": float(self.missed_blocks),
+            "batch_size": float(self.batch_size) if self.batch_size else math.nan,
         }
         return {k: float(v) for k, v in values.items() if math.isfinite(v)}
 

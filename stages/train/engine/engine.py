@@ -22,6 +22,7 @@ every rank issues them in the same order.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
@@ -170,13 +171,14 @@ class TFEngine:
             out.append(p.astype(np.float64))
         return np.concatenate([*out, np.empty(0, np.float64)])
 
-    def train(self, batch: SampleBatch) -> TrainResult:
-        """One pass over this rank's rows in mini-batches of `batch_size`. Collective: the ranks
+    def train(self, batch: SampleBatch, batch_size: int | None = None) -> TrainResult:
+        """One pass over this rank's rows in mini-batches of `batch_size` (None: the configured
+        one; the same on every rank). Collective: the ranks
         run max(ceil(n_r / batch_size)) steps; a rank out of rows steps with 0 rows. A step's
         loss is its rows' summed logloss / (batch_size * ranks) (`NOMINAL_BATCH_LOSS`), so
         every row weighs the same and a short last mini-batch takes a short step."""
         start = time.perf_counter()
-        size_b = self.config.batch_size
+        size_b = batch_size or self.config.batch_size
         counts = self._lockstep(len(batch))
         steps = int(-(-counts.max() // size_b))
         parts = [batch.take(slice(s * size_b, (s + 1) * size_b)) for s in range(steps)]
@@ -230,6 +232,11 @@ class TFEngine:
         """Write this rank's shard, the replicated weights and counters. Collective."""
         persist.save(self, directory)
         self._comm.allgather(np.zeros(1, np.int64))  # all shards written before anyone goes on
+
+    def snapshot(self) -> Callable[[Path], None]:
+        """This rank's state copied in memory, and the function that writes it where `save`
+        would (`persist.snapshot`; not collective)."""
+        return persist.snapshot(self)
 
     def restore(self, directory: Path) -> None:
         """Load what `save` wrote with the same world size. Collective."""

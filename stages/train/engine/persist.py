@@ -16,6 +16,7 @@ Layout of a checkpoint directory written by N ranks:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,14 +49,17 @@ def _read(folder: Path) -> dict[str, Any]:
     }
 
 
-def save(engine: TFEngine, directory: Path) -> None:
-    """Write `engine`'s rank directory under `directory`."""
-    folder = Path(directory) / f"rank_{engine.rank}"
-    folder.mkdir(parents=True, exist_ok=True)
-    _write(folder / "table", engine.table.state())
-    _write(folder / "pool", engine.pool.state())
-    _write(folder / "net", engine.net.state())
-    state = {
+def snapshot(engine: TFEngine) -> Callable[[Path], None]:
+    """A copy of `engine`'s rank state, in memory, and the function that writes it into a
+    checkpoint's engine directory (safe in another thread: it touches no engine state)."""
+    parts: dict[str, dict[str, Any]] = {
+        "table": engine.table.state(),
+        "pool": engine.pool.state(),
+        "net": engine.net.state(),
+    }
+    copies = {part: {name: np.array(value, copy=True) for name, value in arrays.items()}
+              for part, arrays in parts.items()}
+    state = json.dumps({
         "version": STATE_VERSION,
         "step": engine.step,
         "size": engine.size,
@@ -63,8 +67,22 @@ def save(engine: TFEngine, directory: Path) -> None:
         "last_export_seq": engine.last_export_seq,
         "spec": engine.spec.to_dict(),
         "optimizer": engine.config.optimizer,
-    }
-    (folder / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    }, indent=1, sort_keys=True)
+    rank = engine.rank
+
+    def write(directory: Path) -> None:
+        folder = Path(directory) / f"rank_{rank}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, arrays in copies.items():
+            _write(folder / part, arrays)
+        (folder / "state.json").write_text(state)
+
+    return write
+
+
+def save(engine: TFEngine, directory: Path) -> None:
+    """Write `engine`'s rank directory under `directory`."""
+    snapshot(engine)(directory)
 
 
 def same_spec(saved: dict[str, Any], spec: ModelSpec) -> bool:

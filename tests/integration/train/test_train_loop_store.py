@@ -158,3 +158,24 @@ def test_window_closes_after_t_seconds_and_stop_is_clean(common: CommonSettings)
     assert 0.9 <= time.monotonic() - started < 30
     latest = Checkpoints(common.checkpoints).latest()
     assert latest is not None and latest[1].store.seq == 1
+
+
+def test_batch_grows_with_the_backlog_and_shrinks_back(common: CommonSettings) -> None:
+    """2,000 samples wait at the start (20 windows): the mini-batch doubles up to its largest,
+    and halves back toward the configured one as the backlog drains; every sample once, in order."""
+    write_blocks(common.redis_url, common.redis_namespace, 1, 40, 50)
+    lines: list[str] = []
+    factory = Factory()
+    summary = run_trainer(
+        common, small_settings(batch_size=8, batch_size_max=32, checkpoint_every=100,
+                               export_every=100), max_windows=20,
+        engine_factory=factory, out=lines.append,
+    )
+    assert summary.samples == 2000
+    assert factory.engine is not None
+    sizes = factory.engine.batch_sizes
+    assert sizes[:3] == [16, 32, 32]  # 1,900 then 1,800 samples wait: > 2 windows
+    assert sizes[-2:] == [32, 16]  # fewer than a window waits after the 20th: halved
+    assert max(sizes) == 32
+    assert [f"batch={s}" in line for s, line in zip(sizes, lines)] == [True] * 20
+    np.testing.assert_array_equal(factory.engine.trained(), np.arange(2000))

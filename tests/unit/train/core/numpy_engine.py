@@ -11,6 +11,7 @@ kill-and-restart tests.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class NumpyLogisticEngine:
     def __init__(self, config: EngineConfig, train_delay: float = 0.0) -> None:
         self.config = config
         self.train_delay = train_delay
+        self.batch_sizes: list[int] = []  # the mini-batch of each train call
         self.ids = np.empty(0, np.uint64)
         self.w = np.empty(0, np.float64)
         self.w_dense = np.zeros(config.spec.n_dense, np.float64)
@@ -51,14 +53,16 @@ class NumpyLogisticEngine:
     def predict(self, batch: SampleBatch) -> npt.NDArray[np.float64]:
         return 1.0 / (1.0 + np.exp(-self._logit(batch)))
 
-    def train(self, batch: SampleBatch) -> TrainResult:
+    def train(self, batch: SampleBatch, batch_size: int | None = None) -> TrainResult:
         started = time.monotonic()
+        size = batch_size or self.config.batch_size
+        self.batch_sizes.append(size)
         if self.train_delay:
             time.sleep(self.train_delay)
         losses = []
         lr = self.config.learning_rate
-        for lo in range(0, len(batch), self.config.batch_size):
-            mb = batch.take(slice(lo, lo + self.config.batch_size))
+        for lo in range(0, len(batch), size):
+            mb = batch.take(slice(lo, lo + size))
             new = np.setdiff1d(np.unique(mb.ids), self.ids)
             if len(new):
                 ids = np.concatenate([self.ids, new])
@@ -97,12 +101,18 @@ class NumpyLogisticEngine:
         return np.concatenate(self.trained_ts) if self.trained_ts else np.empty(0, np.int64)
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            directory / "state.npz",
-            ids=self.ids, w=self.w, w_dense=self.w_dense, bias=np.array([self.bias]),
-            steps=np.array([self.steps]), trained=self.trained(),
-        )
+        self.snapshot()(directory)
+
+    def snapshot(self) -> Callable[[Path], None]:
+        arrays = {"ids": self.ids.copy(), "w": self.w.copy(), "w_dense": self.w_dense.copy(),
+                  "bias": np.array([self.bias]), "steps": np.array([self.steps]),
+                  "trained": self.trained().copy()}
+
+        def write(directory: Path) -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            np.savez(directory / "state.npz", **arrays)
+
+        return write
 
     def restore(self, directory: Path) -> None:
         with np.load(directory / "state.npz") as data:
