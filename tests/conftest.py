@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# Tests count windows: their checkpoints follow FRESHREC_TRAIN_CHECKPOINT_EVERY alone, not the
+# 30-s floor between checkpoints (tested on its own in test_train_loop_store.py).
+os.environ.setdefault("FRESHREC_TRAIN_CHECKPOINT_MIN_INTERVAL_S", "0")
 
 from pathlib import Path  # noqa: E402
 

@@ -70,6 +70,12 @@ class TrainSettings(BaseSettings):
         5, ge=1, description="Checkpoint every K windows (written by a thread while training "
         "goes on; one falling due while another is written waits for it)."
     )
+    # A checkpoint costs ~1-2 s of CPU and ~230 MB of writes at the default capacity; at
+    # 20,000 events/s 5 windows are 2 s, so the windows alone would keep a writer busy always.
+    checkpoint_min_interval_s: float = Field(
+        30.0, ge=0, description="...and at least this many seconds after the previous one "
+        "(bounds the retraining after a crash to max(K windows, this long) of samples)."
+    )
     checkpoints_kept: int = Field(3, ge=1, le=100, description="Complete checkpoints kept.")
     export_every: int = Field(5, ge=1, description="Export the model every E windows.")
     full_export_every: int = Field(

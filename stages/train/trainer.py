@@ -81,6 +81,7 @@ class WindowTrainer:
         self.since_checkpoint = 0
         self.since_export = 0
         self.background = BackgroundCheckpoints(checkpoints, ranks, engine)
+        self.checkpoint_started = time.monotonic()  # a restart restored a checkpoint just now
         self.last_report: WindowReport | None = None
         # Newest event time trained on in this call (ms); exported for freshness measurements.
         self.max_event_time_ms: int | None = None
@@ -160,7 +161,7 @@ class WindowTrainer:
         if window % self.settings.export_every == 0:
             self.export()
         self.background.settle()
-        if self.since_checkpoint >= self.settings.checkpoint_every and not self.background.busy:
+        if self._checkpoint_due():
             self.checkpoint(wait=False)
 
     def _observe(self, report: WindowReport) -> None:
@@ -273,9 +274,18 @@ class WindowTrainer:
         if wait or self.background.busy:
             self.background.settle(wait=True)
         self.background.start(self.state)
+        self.checkpoint_started = time.monotonic()
         self.since_checkpoint = 0
         if wait:
             self.background.settle(wait=True)
+
+    def _checkpoint_due(self) -> bool:
+        """K windows and the minimum interval since the last checkpoint began, none in flight
+        (the same answer on every rank: rank 0's clock decides)."""
+        if self.since_checkpoint < self.settings.checkpoint_every or self.background.busy:
+            return False
+        elapsed = time.monotonic() - self.checkpoint_started
+        return bool(self.ranks.broadcast(elapsed >= self.settings.checkpoint_min_interval_s))
 
     def finish_checkpoints(self) -> None:
         """At a clean end: commit the checkpoint in flight, then checkpoint what was trained

@@ -52,13 +52,15 @@ def _read(folder: Path) -> dict[str, Any]:
 def snapshot(engine: TFEngine) -> Callable[[Path], None]:
     """A copy of `engine`'s rank state, in memory, and the function that writes it into a
     checkpoint's engine directory (safe in another thread: it touches no engine state)."""
-    parts: dict[str, dict[str, Any]] = {
-        "table": engine.table.state(),
+    # The table's arrays are NumPy arrays changed in place by training: copied. The pool's and
+    # the network's come from TensorFlow variables: `.numpy()` reads a tensor that the next
+    # update does not change (TF copies a variable's buffer before updating one still read).
+    copies: dict[str, dict[str, Any]] = {
+        "table": {name: np.array(value, copy=True)
+                  for name, value in engine.table.state().items()},
         "pool": engine.pool.state(),
         "net": engine.net.state(),
     }
-    copies = {part: {name: np.array(value, copy=True) for name, value in arrays.items()}
-              for part, arrays in parts.items()}
     state = json.dumps({
         "version": STATE_VERSION,
         "step": engine.step,

@@ -41,9 +41,9 @@ class RecordingEngine(NumpyLogisticEngine):
         super().__init__(config)
         self.batches: list[SampleBatch] = []
 
-    def train(self, batch: SampleBatch) -> TrainResult:
+    def train(self, batch: SampleBatch, batch_size: int | None = None) -> TrainResult:
         self.batches.append(batch)
-        return super().train(batch)
+        return super().train(batch, batch_size)
 
 
 class Factory:

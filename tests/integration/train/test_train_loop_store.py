@@ -179,3 +179,16 @@ def test_batch_grows_with_the_backlog_and_shrinks_back(common: CommonSettings) -
     assert max(sizes) == 32
     assert [f"batch={s}" in line for s, line in zip(sizes, lines)] == [True] * 20
     np.testing.assert_array_equal(factory.engine.trained(), np.arange(2000))
+
+
+def test_checkpoints_wait_for_their_minimum_interval(common: CommonSettings) -> None:
+    """Due every window, but at most one per hour: none is taken while the 6 windows train,
+    only the final one at the clean end."""
+    write_blocks(common.redis_url, common.redis_namespace, 1, 12, 50)
+    summary = run_trainer(
+        common, small_settings(checkpoint_every=1, checkpoint_min_interval_s=3600.0),
+        max_windows=6, engine_factory=NumpyLogisticEngine, out=lambda _: None,
+    )
+    assert summary.windows == 6
+    names = sorted(p.name for p in common.checkpoints.iterdir() if p.name.startswith("ckpt-"))
+    assert names == ["ckpt-0000000006"]
