@@ -12,10 +12,13 @@ with `wrk` (a Lua script sets the POST body), --duration s per case after a 2 s 
               preset (`FeatureSchema.field_names()`)
 
 each with 1-row and 1,000-row requests and 1 and 50 connections (wrk -c). Reported: p50 and
-p99 latency (wrk --latency), requests/s and rows/s. Then an in-process breakdown of one
-request's time in freshrec (parse, hash, lookup, MLP, JSON) with time.perf_counter.
+p99 latency (wrk --latency), requests/s and rows/s. Then the ceiling of this machine for the
+1-row case at 50 connections: the same wrk run against a route that answers a fixed body
+without reading it, under the same uvicorn (uvloop + httptools), as a Starlette route and as a
+bare ASGI app. Then an in-process breakdown of one request's time in freshrec (parse, hash,
+lookup, MLP, JSON) with time.perf_counter.
 
-Run: .venv/bin/python bench/serving_bench.py [--rows 200000] [--duration 10]
+Run: .venv/bin/python bench/serving_bench.py [--rows 200000] [--duration 10] [--workers N]
 Needs wrk (apt-get install -y wrk). Writes bench/RESULTS-serving.md's tables to stdout and
 to bench/out/serving.md.
 """
@@ -111,6 +114,30 @@ wrk.body = f:read("*a")
 f:close()
 """
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+# What the machine can do at all: a fixed answer, as a Starlette route and as bare ASGI.
+_CEILING_APPS = """from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = b'{"predictions":[0.5]}'
+
+
+async def fixed(request):
+    await request.body()
+    return Response(BODY, media_type="application/json")
+
+starlette_app = Starlette(routes=[Route("/predict", fixed, methods=["POST"])])
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": BODY})
+"""
 
 
 def wrk(url: str, ctype: str, body: bytes, connections: int, duration: int, tmp: Path
@@ -138,16 +165,17 @@ def breakdown(common: CommonSettings, work: Path, reps: dict[int, int]) -> list[
     """Where one request's time goes in freshrec serve, per part, in process."""
     import orjson
 
-    from stages.common.reference_model import logits, lookup_rows
+    from stages.common.reference_model import logits
     from stages.publish.core.invocations import json_invocation
     from stages.publish.core.requests import RequestParser
+    from stages.publish.core.scoring import Scorer
     from stages.publish.registry import Registry
 
     (work / "breakdown").mkdir(exist_ok=True)
     model = Registry(common).materialize(1, work / "breakdown")
     spec = model.spec
     parser = RequestParser(SCHEMA, spec.embedding_dim)
-    fallback = spec.fallback_ids()
+    scorer = Scorer(model)  # serving's: hash index, float64 weights made once
     lines = ["| rows | form | parse | dense transform | hash | lookup | MLP | JSON reply | "
              "total | rows/s (1 core) |", "|---|---|---|---|---|---|---|---|---|---|"]
     rng = np.random.default_rng(7)
@@ -164,10 +192,10 @@ def breakdown(common: CommonSettings, work: Path, reps: dict[int, int]) -> list[
                 t2 = time.perf_counter()
                 ids = parser.transform.ids(raw)
                 t3 = time.perf_counter()
-                rows = lookup_rows(model.ids, model.rows, ids, fallback)
+                rows = scorer.lookup(ids)
                 t4 = time.perf_counter()
                 weights = None if spec.simple else spec.slot_weights(ids)
-                z = logits(spec, model.dense, rows, dense, weights)
+                z = logits(spec, scorer.weights, rows, dense, weights)
                 probs = 1.0 / (1.0 + np.exp(-z))
                 t5 = time.perf_counter()
                 orjson.dumps({"predictions": probs}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -184,12 +212,44 @@ def breakdown(common: CommonSettings, work: Path, reps: dict[int, int]) -> list[
     return lines
 
 
+def ceiling(body: bytes, duration: int, work: Path, env: dict[str, str]) -> list[str]:
+    """wrk -c 50 against a fixed answer under `freshrec serve`'s uvicorn settings."""
+    from infra.services import free_port
+
+    (work / "ceiling.py").write_text(_CEILING_APPS)
+    lines = ["| app | p50 ms | p99 ms | requests/s |", "|---|---|---|---|"]
+    for name in ("starlette_app", "asgi_app"):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(work), f"ceiling:{name}",
+             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.post(f"http://127.0.0.1:{port}/predict", content=b"", timeout=2)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"the {name} ceiling app did not start") from None
+                    time.sleep(0.3)
+            r = wrk(f"http://127.0.0.1:{port}/predict", "text/plain", body, 50, duration, work)
+            lines.append(f"| {name} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:,.0f} |")
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000, help="embedding table rows")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk case")
     parser.add_argument("--mlflow", help="MLflow server URI (default: start one here)")
     parser.add_argument("--only", choices=("freshrec", "mlflow"), help="serve only one side")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="freshrec serve --workers (the table's header says which)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -212,7 +272,7 @@ def main() -> None:
         sides = [args.only] if args.only else ["freshrec", "mlflow"]
         commands = {
             "freshrec": [str(BIN / "freshrec"), "serve", "--alias", "production",
-                         "--port", str(ports["freshrec"])],
+                         "--port", str(ports["freshrec"]), "--workers", str(args.workers)],
             "mlflow": [str(BIN / "mlflow"), "models", "serve", "-m",
                        f"models:/{common.model_name}/1", "--env-manager", "local",
                        "-h", "127.0.0.1", "-p", str(ports["mlflow"]), "-w", "1"],
@@ -230,7 +290,8 @@ def main() -> None:
                   ("mlflow", "raw"): ("/invocations", "row_split"),
                   ("freshrec", "json"): ("/invocations", "split"),
                   ("mlflow", "json"): ("/invocations", "split")}
-        table = ["| server | input | route | rows/request | connections | p50 ms | p99 ms | "
+        table = [f"freshrec serve --workers {args.workers}; mlflow models serve -w 1", "",
+                 "| server | input | route | rows/request | connections | p50 ms | p99 ms | "
                  "requests/s | rows/s |", "|---|---|---|---|---|---|---|---|---|"]
         results: list[dict[str, Any]] = []
         for form in ("raw", "json"):
@@ -249,7 +310,9 @@ def main() -> None:
                             f"{r['rps']:,.0f} | {r['rps'] * n:,.0f} |"
                             + (f" non-2xx: {int(r['non2xx'])}" if r["non2xx"] else ""))
                         print(table[-1], flush=True)
-        lines = table + ["", "### Where the time goes (freshrec, in process)", ""]
+        lines = table + ["", "### The ceiling: a fixed answer, 1-row body, 50 connections", ""]
+        lines += ceiling(cases[1]["text"][1], args.duration, work, env)
+        lines += ["", "### Where the time goes (freshrec, in process)", ""]
         lines += breakdown(common, work, {1: 3000, 1000: 100})
         OUT.mkdir(exist_ok=True)
         (OUT / "serving.md").write_text("\n".join(lines) + "\n")

@@ -64,6 +64,11 @@ def register(app: typer.Typer) -> None:
             help="Most predictions at once, more get 503 (default: "
             "FRESHREC_PUBLISH_SERVE_MAX_CONCURRENCY).",
         ),
+        workers: int | None = typer.Option(
+            None, "--workers", min=1, max=64,
+            help="Serving processes behind the port, each following the alias itself "
+            "(default: FRESHREC_PUBLISH_SERVE_WORKERS); /metrics counts per process.",
+        ),
         access_log: bool = typer.Option(
             False, "--access-log/--no-access-log",
             help="Log every request (off by default: one log line per request costs more "
@@ -73,41 +78,11 @@ def register(app: typer.Typer) -> None:
         """Serve predictions for Criteo rows with the version under an alias: POST /predict,
         POST /invocations (MLflow's scoring protocol), GET /ping, /health, /version,
         /metrics (Prometheus), /docs (OpenAPI)."""
-        import logging
+        from stages.publish.serve_main import ServeOptions
+        from stages.publish.serve_main import serve as serve_app
 
-        import uvicorn
-
-        from stages.common.settings import CommonSettings, load_settings
-        from stages.publish.registry import Registry
-        from stages.publish.serving import ModelFollower, create_app
-        from stages.publish.settings import PublishSettings
-        from stages.publish.wakeup import Wakeup, versions_channel
-
-        common = load_settings(CommonSettings, **({"model_name": model} if model else {}))
-        overrides: dict[str, object] = {}
-        if token_file is not None:
-            overrides["serve_token"] = token_file.read_text(encoding="utf-8").strip()
-        if max_concurrency is not None:
-            overrides["serve_max_concurrency"] = max_concurrency
-        settings = load_settings(PublishSettings, **overrides)
-        if settings.serve_token is None and host not in ("127.0.0.1", "localhost", "::1"):
-            logging.getLogger("stages.publish.serving").warning(
-                "serving on %s without a token: anyone who reaches the port can query the "
-                "model; set FRESHREC_PUBLISH_SERVE_TOKEN", host)
-        work = Path(settings.work_dir) if settings.work_dir else common.state_dir / "serve"
-        work.mkdir(parents=True, exist_ok=True)
-        wakeup = None
-        if settings.notify:
-            wakeup = Wakeup.from_settings(
-                common, versions_channel(common.redis_namespace, common.model_name), "serving")
-        follower = ModelFollower(Registry(common), alias, work, settings.serve_poll_s, wakeup)
-        try:
-            # uvicorn uses uvloop and httptools when installed (the publish extra brings them)
-            uvicorn.run(create_app(follower, settings), host=host, port=port,
-                        access_log=access_log)
-        finally:
-            if wakeup is not None:
-                wakeup.close()
+        serve_app(ServeOptions(model, alias, str(token_file.resolve()) if token_file else None,
+                               max_concurrency, workers), host, port, access_log)
 
     @app.command("evaluate")
     def evaluate(

@@ -24,11 +24,11 @@ import numpy.typing as npt
 
 from stages.common.errors import ContractError
 from stages.common.model_export import MANIFEST, ModelExport, ModelSpec, read_export
-from stages.common.reference_model import predict as reference_predict
 from stages.common.schema import (
     FeatureSchema, SchemaError, load_schema, parse_schema, preset_names,
 )
 from stages.publish.core.requests import ModelInputs, RequestParser
+from stages.publish.core.scoring import Scorer
 
 EXPORT_SUBDIRS = ("export", "artifacts/export")
 
@@ -141,7 +141,8 @@ class LoadedModel:
     registry); `schema` the feature schema it was made with (None: resolved from the spec,
     see `schema_of_spec`; ContractError when it does not fit). Swapping models means
     replacing the whole object, never mutating one. `requests` parses requests by the
-    schema."""
+    schema; `scorer` scores them (`core.scoring`: the reference's numbers, its hash index and
+    float64 weights built here, once per version, in the follower's thread)."""
 
     export: ModelExport
     version: str
@@ -149,6 +150,7 @@ class LoadedModel:
     loaded_at_ms: int
     schema: FeatureSchema | None = None
     requests: RequestParser = field(init=False, repr=False, compare=False)
+    scorer: Scorer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         spec = self.export.spec
@@ -161,7 +163,8 @@ class LoadedModel:
                                 f"inputs ({spec.n_dense} dense, {spec.n_fields} slots)")
         object.__setattr__(self, "schema", schema)
         object.__setattr__(self, "requests", parser)
+        object.__setattr__(self, "scorer", Scorer(self.export))
 
     def predict(self, inputs: ModelInputs) -> npt.NDArray[np.float64]:
-        """Click probabilities float64[n] (the reference forward pass)."""
-        return reference_predict(self.export, inputs.dense, inputs.ids)
+        """Click probabilities float64[n] (the reference forward pass's numbers)."""
+        return self.scorer.predict(inputs.dense, inputs.ids)

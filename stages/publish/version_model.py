@@ -44,7 +44,8 @@ _HERE = Path(__file__).resolve().parent
 # freshrec installation.
 _CODE = ("__init__.py", "publish/__init__.py", "publish/loaded.py", "publish/pyfunc_model.py",
          "publish/core/__init__.py", "publish/core/requests.py", "publish/core/records.py",
-         "publish/core/invocations.py", "publish/core/chain.py", "publish/core/plan.py")
+         "publish/core/invocations.py", "publish/core/chain.py", "publish/core/plan.py",
+         "publish/core/text_rows.py", "publish/core/scoring.py")
 def _code(into: Path) -> Path:
     """A minimal copy of the `stages` package the pyfunc model needs."""
     root = _HERE.parent

@@ -17,11 +17,10 @@ A `RequestParser` is bound to one schema (the one the served version carries). F
 Row numbers in messages are 1-based, counting the rows (or records) as sent, empty lines
 included.
 
-Speed: for a Criteo-like schema (`text_layout`: tab-separated by position, the label, int dense
-fields, then hex categorical fields, nothing else) a body of valid rows is validated and parsed
-in one pass of NumPy array operations over its bytes (`_parse_body`, no Python per row or per
-field), the layout generated from the schema; a body it does not take (a bad row, a short hex
-value) goes to the RowParser, which accepts a superset and finds the reason.
+Speed: for a Criteo-like schema a body of valid rows is parsed without the RowParser
+(`core.text_rows`: NumPy array operations over the whole body, or one regular expression per
+row for a body of a few rows); a body they do not take (a bad row, a short hex value) goes to
+the RowParser, which accepts a superset and finds the reason.
 """
 
 from __future__ import annotations
@@ -38,12 +37,10 @@ from stages.common.layout import Transform, compile_layout
 from stages.common.raw import RawColumns
 from stages.common.schema import FeatureSchema
 from stages.publish.core.records import RecordError, columns_to_raw, records_to_raw
+from stages.publish.core.text_rows import FEW_ROWS_BYTES, RequestRows, parse_body, parse_few, text_layout
 
-_TAB, _NL, _CR, _MINUS, _ZERO = 9, 10, 13, 45, 48
-_INT_WIDTH = 19  # '-' and 18 digits: the longest integer field of the array parser
-HEX_NIBBLE = np.full(256, 255, dtype=np.uint8)
-HEX_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
-NIBBLE_SHIFT = np.arange(28, -1, -4, dtype=np.uint64)
+__all__ = ["RequestRows"]  # re-exported: `core.invocations` and callers import it from here
+
 # The record key (a column of the MLflow signature) of a raw row.
 ROW_COLUMN = "row"
 
@@ -70,142 +67,11 @@ class ModelInputs:
         return int(self.ids.shape[0])
 
 
-@dataclass(frozen=True)
-class RequestRows:
-    """Parsed rows before the transform: `raw` (label 0 where none was sent), `has_label`."""
-
-    raw: RawColumns
-    has_label: npt.NDArray[np.bool_]
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-
 def check_count(n: int, max_rows: int) -> None:
     if n == 0:
         raise RequestError(422, "no rows in the request")
     if n > max_rows:
         raise RequestError(413, f"too many rows: {n} (at most {max_rows} per request)")
-
-
-@dataclass(frozen=True)
-class TextLayout:
-    """A Criteo-like row: label, `n_dense` integers, `n_cats` 8-hex-digit values, by tab."""
-
-    n_dense: int
-    n_cats: int
-
-    @property
-    def n_fields(self) -> int:
-        return 1 + self.n_dense + self.n_cats
-
-
-def text_layout(schema: FeatureSchema) -> TextLayout | None:
-    """The array parser's layout of `schema`, or None when its rows are not Criteo-like."""
-    fmt = schema.format
-    dense, cats = schema.dense, schema.categorical
-    if fmt.kind != "tsv" or fmt.header or schema.multi or schema.event_id or schema.event_time:
-        return None
-    if any(f.type != "int" for f in dense) or any(f.type != "hex" for f in cats):
-        return None
-    order = (schema.label.name, *(f.name for f in dense), *(f.name for f in cats))
-    return TextLayout(len(dense), len(cats)) if schema.columns() == order else None
-
-
-def _gather(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.intp], width: int
-            ) -> npt.NDArray[np.uint8]:
-    """buf[starts[..., None] + 0..width-1]; `buf` ends with at least `width` padding bytes,
-    so every window is inside it (bytes past a field are masked by callers)."""
-    return np.lib.stride_tricks.sliding_window_view(buf, width)[starts]
-
-
-def _parse_body(body: bytes, layout: TextLayout) -> RequestRows | None:
-    """Rows one per line (with or without the label, empty lines skipped, one trailing '\\r'
-    each) -> columns, with array operations only; None when the body has no row or any row is
-    not one the array parser takes (then the RowParser says why, or parses it)."""
-    n_fields, n_dense = layout.n_fields, layout.n_dense
-    # the padding keeps every fixed-width window of `_gather` inside the buffer
-    buf = np.frombuffer(b"".join((body, b"\n", bytes(_INT_WIDTH))), dtype=np.uint8)
-    ends = np.flatnonzero(buf == _NL)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    ends = ends - ((ends > starts) & (buf[ends - 1] == _CR))
-    keep = ends > starts
-    starts, ends = starts[keep], ends[keep]
-    if len(starts) == 0:
-        return None
-    tabs = np.flatnonzero(buf == _TAB)
-    first_tab = np.searchsorted(tabs, starts)
-    n_tabs = np.searchsorted(tabs, ends) - first_tab
-    if not np.all((n_tabs == n_fields - 1) | (n_tabs == n_fields - 2)):
-        return None
-    skip = (n_tabs == n_fields - 2).astype(np.intp)  # 1: no label, field j is the line's j-1
-    k = np.arange(n_fields)[None, :] - skip[:, None]  # the field's index within its line
-    # tab_at: the tab after field k; it runs from -2 to len(tabs), which the sentinel and
-    # negative indexing keep in bounds (those cells are replaced by the line bounds)
-    tab_at = first_tab[:, None] + k
-    tabs = np.append(tabs, 0)
-    field_end = np.where(k >= n_tabs[:, None], ends[:, None], tabs[tab_at])
-    field_start = np.where(k <= 0, starts[:, None], tabs[tab_at - 1] + 1)
-    length = field_end - field_start
-    n = len(starts)
-    # label: one digit 0/1 when present
-    label_char = buf[field_start[:, 0]]
-    has_label = skip == 0
-    if not np.all(~has_label | ((length[:, 0] == 1) & ((label_char == _ZERO) |
-                                                       (label_char == _ZERO + 1)))):
-        return None
-    label = np.where(has_label, label_char.astype(np.int16) - _ZERO, 0).astype(np.int8)
-    dense = _dense_fields(buf, field_start[:, 1:1 + n_dense], length[:, 1:1 + n_dense])
-    if dense is None:
-        return None
-    cats = _cat_fields(buf, field_start[:, 1 + n_dense:], length[:, 1 + n_dense:])
-    if cats is None:
-        return None
-    values, missing = cats
-    raw = RawColumns(label, dense.reshape(n, n_dense), values, missing,
-                     np.zeros((n, 0), np.uint64), np.zeros((n, 0), np.int32))
-    return RequestRows(raw, has_label)
-
-
-def _dense_fields(buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp],
-                  length: npt.NDArray[np.intp]) -> npt.NDArray[np.float64] | None:
-    """Integer fields `-?[0-9]{1,18}` or empty -> float64 (NaN when empty); None if any is
-    not one of those."""
-    if length.size == 0:
-        return np.zeros(length.shape, dtype=np.float64)
-    width = int(length.max())
-    if width > _INT_WIDTH:
-        return None
-    chars = _gather(buf, start, max(width, 1))
-    negative = (length > 0) & (chars[..., 0] == _MINUS)
-    n_digits = length - negative
-    if np.any((length > 0) & ((n_digits < 1) | (n_digits > 18))):
-        return None
-    digits = chars - np.uint8(_ZERO)  # uint8: a non-digit wraps to > 9
-    magnitude = np.zeros(length.shape, dtype=np.int64)
-    for position in range(width):  # Horner over the character positions (a few)
-        inside = (position < length) & ~((position == 0) & negative)
-        digit = digits[..., position]
-        if np.any(inside & (digit > 9)):
-            return None
-        magnitude = np.where(inside, magnitude * 10 + digit, magnitude)
-    value = np.where(negative, -magnitude, magnitude).astype(np.float64)
-    return np.where(length > 0, value, np.nan)
-
-
-def _cat_fields(buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp],
-                length: npt.NDArray[np.intp]
-                ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]] | None:
-    """Fields of 8 lowercase hex digits or empty -> (values, missing); None if any is not."""
-    missing = length == 0
-    if not np.all(missing | (length == 8)):
-        return None
-    nibbles = HEX_NIBBLE[_gather(buf, start, 8)]
-    if not np.all(missing[..., None] | (nibbles < 16)):
-        return None
-    nibbles = np.where(missing[..., None], 0, nibbles).astype(np.uint64)
-    values = np.bitwise_or.reduce(nibbles << NIBBLE_SHIFT, axis=-1).astype(np.uint64)
-    return values, missing
 
 
 class RequestParser:
@@ -251,7 +117,8 @@ class RequestParser:
         """Raw rows, one per line -> rows. RequestError(422) names the first bad row and the
         reason; (413) when more than `max_rows` rows, (422) when none."""
         if self.text_layout is not None:
-            parsed = _parse_body(body, self.text_layout)
+            parse = parse_few if len(body) <= FEW_ROWS_BYTES else parse_body
+            parsed = parse(body, self.text_layout)
             if parsed is not None and len(parsed) <= max_rows:
                 return parsed
         return self.rows(body.split(b"\n"), max_rows)
@@ -333,8 +200,19 @@ def text_to_inputs(body: bytes, max_rows: int, parser: RequestParser) -> ModelIn
     return parser.inputs(parser.text(body, max_rows))
 
 
+def text_to_rows(body: bytes, max_rows: int, parser: RequestParser) -> RequestRows:
+    """A text body (UTF-8 rows, one per line) -> rows (`RequestParser.text`)."""
+    return parser.text(body, max_rows)
+
+
 def json_to_inputs(body: bytes, max_rows: int, parser: RequestParser) -> ModelInputs:
-    """A JSON body (`rows` or `instances`, see the module docstring) -> inputs.
+    """A JSON body (`rows` or `instances`, see the module docstring) -> inputs
+    (`json_to_rows`)."""
+    return parser.inputs(json_to_rows(body, max_rows, parser))
+
+
+def json_to_rows(body: bytes, max_rows: int, parser: RequestParser) -> RequestRows:
+    """A JSON body (`rows` or `instances`, see the module docstring) -> rows.
 
     RequestError(400) for JSON that does not parse or has neither key, (422) for bad rows."""
     try:
@@ -348,11 +226,11 @@ def json_to_inputs(body: bytes, max_rows: int, parser: RequestParser) -> ModelIn
         raise RequestError(400, '"rows" / "instances" must be a list')
     check_count(len(items), max_rows)
     if "instances" in payload:
-        return parser.inputs(parser.records(items, max_rows))
+        return parser.records(items, max_rows)
     if not all(isinstance(r, str) for r in items):
         raise RequestError(422, f'"rows" must be a list of strings (raw '
                                 f'{parser.schema.format.kind} rows)')
-    return parser.inputs(raw_rows(parser, [r.encode() for r in items], max_rows))
+    return raw_rows(parser, [r.encode() for r in items], max_rows)
 
 
 def raw_rows(parser: RequestParser, rows: list[bytes], max_rows: int) -> RequestRows:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stages.common.model_export import ModelExport, ModelSpec, apply_delta
 from stages.common.reference_model import predict
@@ -147,3 +148,71 @@ def test_serving_under_uvicorn(common: CommonSettings, new_trainer_run: Any,
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_serve_workers_each_follow_the_alias(common: CommonSettings, new_trainer_run: Any,
+                                             tmp_path: Path) -> None:
+    """`freshrec serve --workers 2`: two processes behind one port, each swapping the new
+    version in; every answer is the served version's, /metrics counts both workers'."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(6)
+    run = new_trainer_run()
+    model = full_export(SPEC, rng)
+    _step(common, run, model)
+    port = _free_port()
+    env = {**os.environ, "FRESHREC_MLFLOW_TRACKING_URI": common.mlflow_tracking_uri,
+           "FRESHREC_MODEL_NAME": common.model_name, "FRESHREC_STATE_DIR": str(tmp_path),
+           "FRESHREC_PUBLISH_NOTIFY": "false", "FRESHREC_PUBLISH_SERVE_POLL_S": "0.2"}
+    freshrec = str(Path(sys.executable).with_name("freshrec"))
+    proc = subprocess.Popen([freshrec, "serve", "--port", str(port), "--workers", "2"],
+                            env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def versions(n: int) -> set[str]:  # a new connection each: both workers get asked
+        return {httpx.get(f"{base}/version").json()["version"] for _ in range(n)}
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if versions(8) == {"1"}:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.3)
+        for _ in range(4):
+            reply = httpx.post(f"{base}/predict", content="\n".join(ROWS))
+            np.testing.assert_allclose(reply.json()["predictions"], _expected(model),
+                                       atol=1e-5)
+        delta = delta_export(model, rng, change=0.5)
+        model = apply_delta(model, delta)
+        version = str(_step(common, run, delta))
+        deadline = time.monotonic() + 60
+        while versions(8) != {version}:
+            assert time.monotonic() < deadline, "the workers did not follow the alias in 60 s"
+            time.sleep(0.2)
+        for _ in range(4):
+            reply = httpx.post(f"{base}/predict", content="\n".join(ROWS))
+            assert reply.json()["version"] == version
+            np.testing.assert_allclose(reply.json()["predictions"], _expected(model),
+                                       atol=1e-5)
+        for _ in range(6):  # whichever worker answers, the requests of both are counted
+            metrics = httpx.get(f"{base}/metrics")
+            predicted = sum(
+                sample.value for family in text_string_to_metric_families(metrics.text)
+                for sample in family.samples if sample.name == "freshrec_serve_requests_total"
+                and sample.labels["endpoint"] == "/predict")
+            assert predicted == 8, metrics.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0

@@ -14,9 +14,9 @@ from stages.common.layout import Transform, compile_layout
 from stages.common.schema import load_schema
 from stages.publish.core.invocations import csv_invocation, json_invocation
 from stages.publish.core.requests import (
-    ModelInputs, RequestError, RequestParser, _parse_body, json_to_inputs, text_layout,
-    text_to_inputs,
+    ModelInputs, RequestError, RequestParser, json_to_inputs, text_to_inputs,
 )
+from stages.publish.core.text_rows import parse_body, parse_few, text_layout
 from stages.publish.synthetic import criteo_rows
 
 SCHEMA = load_schema("criteo")
@@ -131,7 +131,7 @@ def test_instances_with_only_missing_values_are_valid() -> None:
 
 
 _INT_FIELD = st.one_of(st.just(""), st.integers(-(10**18) + 1, 10**18 - 1).map(str),
-                       st.integers(0, 999).map(str))
+                       st.integers(0, 999).map(str), st.sampled_from(["-0", "-007", "00"]))
 _CAT_FIELD = st.one_of(st.just(""), st.integers(0, 2**32 - 1).map(lambda v: f"{v:08x}"))
 
 
@@ -146,17 +146,21 @@ def _valid_row(draw: st.DrawFn) -> str:
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(_valid_row(), min_size=1, max_size=8), trailer=st.sampled_from(["", "\n",
                                                                                      "\n\n"]))
-def test_the_array_parser_equals_the_row_parser(rows: list[str], trailer: str) -> None:
+def test_the_fast_parsers_equal_the_row_parser(rows: list[str], trailer: str) -> None:
     body = ("\n".join(rows) + trailer).encode()
     assert LAYOUT is not None
-    fast = _parse_body(body, LAYOUT)
     slow = PARSER.rows(body.split(b"\n"), 100)
-    assert fast is not None
-    np.testing.assert_array_equal(fast.has_label, slow.has_label)
-    for name in ("dense", "cat_values", "cat_missing", "label", "multi_values", "multi_len"):
-        got, want = getattr(fast.raw, name), getattr(slow.raw, name)
-        assert got.dtype == want.dtype and got.shape == want.shape, name
-        np.testing.assert_array_equal(got, want, err_msg=name)
+    for fast in (parse_body(body, LAYOUT), parse_few(body, LAYOUT)):
+        assert fast is not None
+        np.testing.assert_array_equal(fast.has_label, slow.has_label)
+        for name in ("dense", "cat_values", "cat_missing", "label", "multi_values",
+                     "multi_len"):
+            got, want = getattr(fast.raw, name), getattr(slow.raw, name)
+            assert got.dtype == want.dtype and got.shape == want.shape, name
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    few, whole = parse_few(body, LAYOUT), parse_body(body, LAYOUT)
+    assert few is not None and whole is not None  # and "-0" is 0.0 in both, not -0.0 in one
+    np.testing.assert_array_equal(np.signbit(few.raw.dense), np.signbit(whole.raw.dense))
 
 
 @pytest.mark.parametrize("body", [
@@ -164,8 +168,9 @@ def test_the_array_parser_equals_the_row_parser(rows: list[str], trailer: str) -
     b"1" + b"\t" * 14 + b"ABCDEF01" + b"\t" * 25, b"1" + b"\t" * 14 + b"abc" + b"\t" * 25,
     b"1\t" + b"1" * 19 + b"\t" * 38, b"\n\n",
 ])
-def test_the_array_parser_leaves_bad_bodies_to_the_per_row_path(body: bytes) -> None:
-    assert LAYOUT is not None and _parse_body(body, LAYOUT) is None
+def test_the_fast_parsers_leave_bad_bodies_to_the_per_row_path(body: bytes) -> None:
+    assert LAYOUT is not None
+    assert parse_body(body, LAYOUT) is None and parse_few(body, LAYOUT) is None
 
 
 def test_invocation_forms_give_the_same_columns() -> None:

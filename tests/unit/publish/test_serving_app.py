@@ -189,9 +189,10 @@ async def test_over_the_concurrency_limit_is_503_then_served_again() -> None:
     async with client:
         first = [asyncio.create_task(client.post("/predict", content="\n".join(ROWS)))
                  for _ in range(2)]
-        for _ in range(2):
-            while not gate.started.acquire(blocking=False):
-                await asyncio.sleep(0.01)
+        # one thread scores big bodies: the first predicts, the second waits for the thread
+        while not gate.started.acquire(blocking=False):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the second is in flight too, queued for the thread
         over = await client.post("/predict", content="\n".join(ROWS))
         health = await client.get("/health")  # never limited
         gate.release.set()
