@@ -243,7 +243,7 @@ class Pipeline:
     def newest_events(self) -> list[tuple[int, int]]:
         """(event time, Kafka timestamp) in ms of the newest event of each partition, read now
         (read at once: the broker keeper may restart the broker empty later)."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         consumer, topic, pairs = self._kafka(), self.common.topic_events, []
         try:
@@ -260,6 +260,8 @@ class Pipeline:
                 events = decode_events([msg.value()]).events
                 if len(events):
                     pairs.append((int(events.event_time_ms[0]), msg.timestamp()[1]))
+        except KafkaException as exc:  # the keeper restarted the broker under us: no sample
+            print(f"  (no freshness sample: {exc})", flush=True)
         finally:
             consumer.close()
         return pairs

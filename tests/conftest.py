@@ -10,8 +10,9 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # Tests count windows: their checkpoints follow FRESHREC_TRAIN_CHECKPOINT_EVERY alone, not the
-# 30-s floor between checkpoints (tested on its own in test_train_loop_store.py).
+# 30-s floor between checkpoints, nor exports the 5-s one (tested in test_train_loop_store.py).
 os.environ.setdefault("FRESHREC_TRAIN_CHECKPOINT_MIN_INTERVAL_S", "0")
+os.environ.setdefault("FRESHREC_TRAIN_EXPORT_MIN_INTERVAL_S", "0")  # the same for exports
 
 from pathlib import Path  # noqa: E402
 

@@ -77,7 +77,14 @@ class TrainSettings(BaseSettings):
         "(bounds the retraining after a crash to max(K windows, this long) of samples)."
     )
     checkpoints_kept: int = Field(3, ge=1, le=100, description="Complete checkpoints kept.")
-    export_every: int = Field(5, ge=1, description="Export the model every E windows.")
+    export_every: int = Field(5, ge=1, description="Export the model every E windows...")
+    # Each export becomes a registry version that MLflow stores, the publisher folds and
+    # serving downloads: at 12,500 events/s (a version every ~3 s) they took ~70 % of a core
+    # of the 2 (bench/RESULTS-capacity.md); 5 s keeps freshness well under its 30-s bound.
+    export_min_interval_s: float = Field(
+        5.0, ge=0, description="...and at least this many seconds after the previous export "
+        "(caps registry versions at 12 a minute however fast samples come)."
+    )
     full_export_every: int = Field(
         10, ge=1, description="Every F-th trainer export is full, the others deltas. Only a "
         "resync point for a publisher that missed an export: registry versions are full or "

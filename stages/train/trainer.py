@@ -82,6 +82,7 @@ class WindowTrainer:
         self.since_export = 0
         self.background = BackgroundCheckpoints(checkpoints, ranks, engine)
         self.checkpoint_started = time.monotonic()  # a restart restored a checkpoint just now
+        self.export_started = -math.inf  # the first export is due at once
         self.last_report: WindowReport | None = None
         # Newest event time trained on in this call (ms); exported for freshness measurements.
         self.max_event_time_ms: int | None = None
@@ -158,7 +159,7 @@ class WindowTrainer:
                 self.tracking.log_window(report, self.state.missed_blocks)
                 if self.settings.plot_every and window % self.settings.plot_every == 0:
                     self.plot()
-        if window % self.settings.export_every == 0:
+        if window % self.settings.export_every == 0 and self._export_due():
             self.export()
         self.background.settle()
         if self._checkpoint_due():
@@ -195,6 +196,7 @@ class WindowTrainer:
                         {"exports_skipped": float(self.skipped_exports)}, self.state.window)
             return
         seq = self.state.export_seq + 1
+        self.export_started = time.monotonic()
         full = self.exports_this_run == 0 or (
             seq - self.state.last_full_seq >= self.settings.full_export_every
         )
@@ -278,6 +280,11 @@ class WindowTrainer:
         self.since_checkpoint = 0
         if wait:
             self.background.settle(wait=True)
+
+    def _export_due(self) -> bool:
+        """The minimum interval since the last export has passed (rank 0's clock decides)."""
+        elapsed = time.monotonic() - self.export_started
+        return bool(self.ranks.broadcast(elapsed >= self.settings.export_min_interval_s))
 
     def _checkpoint_due(self) -> bool:
         """K windows and the minimum interval since the last checkpoint began, none in flight

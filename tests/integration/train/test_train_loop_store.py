@@ -192,3 +192,13 @@ def test_checkpoints_wait_for_their_minimum_interval(common: CommonSettings) -> 
     assert summary.windows == 6
     names = sorted(p.name for p in common.checkpoints.iterdir() if p.name.startswith("ckpt-"))
     assert names == ["ckpt-0000000006"]
+
+
+def test_exports_wait_for_their_minimum_interval(common: CommonSettings) -> None:
+    """Due every window, but at most one an hour: the first export, then only the final one."""
+    write_blocks(common.redis_url, common.redis_namespace, 1, 12, 50)
+    summary = run_trainer(
+        common, small_settings(export_every=1, export_min_interval_s=3600.0),
+        max_windows=6, engine_factory=NumpyLogisticEngine, out=lambda _: None,
+    )
+    assert summary.windows == 6 and summary.export_seq == 2
