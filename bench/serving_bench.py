@@ -195,7 +195,7 @@ def breakdown(common: CommonSettings, work: Path, reps: dict[int, int]) -> list[
                 rows = scorer.lookup(ids)
                 t4 = time.perf_counter()
                 weights = None if spec.simple else spec.slot_weights(ids)
-                z = logits(spec, scorer.weights, rows, dense, weights)
+                z = logits(spec, scorer.weights, rows, dense, weights, dtype=np.float32)
                 probs = 1.0 / (1.0 + np.exp(-z))
                 t5 = time.perf_counter()
                 orjson.dumps({"predictions": probs}, option=orjson.OPT_SERIALIZE_NUMPY)

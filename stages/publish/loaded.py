@@ -141,8 +141,8 @@ class LoadedModel:
     registry); `schema` the feature schema it was made with (None: resolved from the spec,
     see `schema_of_spec`; ContractError when it does not fit). Swapping models means
     replacing the whole object, never mutating one. `requests` parses requests by the
-    schema; `scorer` scores them (`core.scoring`: the reference's numbers, its hash index and
-    float64 weights built here, once per version, in the follower's thread)."""
+    schema; `scorer` scores them (`core.scoring`: the reference's model, its hash index and
+    float32 weights built here, once per version, in the follower's thread)."""
 
     export: ModelExport
     version: str
@@ -166,5 +166,5 @@ class LoadedModel:
         object.__setattr__(self, "scorer", Scorer(self.export))
 
     def predict(self, inputs: ModelInputs) -> npt.NDArray[np.float64]:
-        """Click probabilities float64[n] (the reference forward pass's numbers)."""
+        """Click probabilities float64[n] (the reference forward pass, computed in float32)."""
         return self.scorer.predict(inputs.dense, inputs.ids)

@@ -1,16 +1,19 @@
-"""Serving's forward pass: `reference_model.predict`'s numbers, with the per-version work done
-once.
+"""Serving's forward pass: `reference_model`'s model, with the per-version work done once, in
+float32.
 
 `reference_model.predict` looks each id up with three binary searches over the sorted table ids
-and converts every dense weight to float64 on every call. A `Scorer` is built once per loaded
-version: an `IdIndex` (an open-addressing hash table over the table ids, linear probing) and the
-dense weights already in float64. It then gathers the same rows (an absent id: its slot's
-fallback row; an absent fallback: zeros) and calls `reference_model.logits` itself, so the
-probabilities are the reference's, to the bit (`tests/unit/publish/test_scoring.py`).
+and computes in float64, converting every dense weight on every call. A `Scorer` is built once
+per loaded version: an `IdIndex` (an open-addressing hash table over the table ids, linear
+probing) and the dense weights in float32. It gathers the same rows (an absent id: its slot's
+fallback row; an absent fallback: zeros) and calls `reference_model.logits` in float32, the
+precision the trainer's TensorFlow model computes in: the probabilities differ from the float64
+reference by under 1e-7 (measured, Wide&Deep and DCN, d=16, MLP 128-64; bounded at 1e-6 by
+`tests/unit/publish/test_scoring.py`).
 
 Measured on the bench model (Wide&Deep, d=16, MLP 128-64, 200,000 table rows), per 1,000-row
 call on the 2-core machine at load 2-3: the lookup 3.4 ms (binary searches) -> 0.5 ms (no id
-in the table) to 1.0 ms (86 % in it); building the index 27 ms, once per version.
+in the table) to 1.0 ms (86 % in it); building the index 27 ms, once per version. The forward
+pass in float32 instead of float64: see bench/RESULTS-serving.md, "Session 6".
 """
 
 from __future__ import annotations
@@ -98,28 +101,29 @@ class Scorer:
         self.index = IdIndex.build(model.ids)
         self.fallback = self.spec.fallback_ids()
         self.fallback_pos = self.index.find(self.fallback)
-        # float64 already: `logits` converts nothing per call (its hint says float32 weights)
+        # float32 once here: `logits` then converts nothing per call
         self.weights: dict[str, npt.NDArray[Any]] = {
-            k: np.asarray(v, dtype=np.float64) for k, v in model.dense.items()}
+            k: np.asarray(v, dtype=np.float32) for k, v in model.dense.items()}
 
-    def lookup(self, ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
-        """float64[n, F, w]: `reference_model.lookup_rows` of the export's table."""
+    def lookup(self, ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.float32]:
+        """float32[n, F, w]: `reference_model.lookup_rows` of the export's table."""
+        width = self.model.rows.shape[1]
         if len(self.model.ids) == 0:
-            return np.zeros((*ids.shape, self.model.rows.shape[1]), dtype=np.float64)
+            return np.zeros((*ids.shape, width), dtype=np.float32)
         pos = self.index.find(ids)
         pos = np.where(pos >= 0, pos, self.fallback_pos[None, :])
         absent = pos < 0
         if absent.all():
-            return np.zeros((*ids.shape, self.model.rows.shape[1]), dtype=np.float64)
-        out = np.take(self.model.rows, np.maximum(pos, 0), axis=0)  # float32, a copy
-        if absent.any():  # zeroed in float32, then widened: measured the fastest way
+            return np.zeros((*ids.shape, width), dtype=np.float32)
+        out = np.take(self.model.rows, np.maximum(pos, 0), axis=0)  # a copy
+        if absent.any():
             out[absent] = 0.0
-        return out.astype(np.float64)
+        return np.asarray(out, dtype=np.float32)
 
     def predict(self, x: npt.NDArray[np.float32], ids: npt.NDArray[np.uint64]
                 ) -> npt.NDArray[np.float64]:
         """float64[n] probabilities for dense inputs float32[n, D] and ids uint64[n, F]."""
         rows = self.lookup(ids)
         weights = None if self.spec.simple else self.spec.slot_weights(ids)
-        z = logits(self.spec, self.weights, rows, x, weights)
-        return 1.0 / (1.0 + np.exp(-z))
+        z = logits(self.spec, self.weights, rows, x, weights, dtype=np.float32)
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float64)
