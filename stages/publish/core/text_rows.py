@@ -27,8 +27,6 @@ _INT_WIDTH = 19  # '-' and 18 digits: the longest integer field of the array par
 # Bodies up to this size are parsed by `parse_few`: measured, up to about 4 KiB (16 Criteo
 # rows) it is faster than the array parser.
 FEW_ROWS_BYTES = 4 << 10
-HEX_NIBBLE = np.full(256, 255, dtype=np.uint8)
-HEX_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -202,12 +200,47 @@ def _cat_fields(buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp],
     missing = length == 0
     if not np.all(missing | (length == 8)):
         return None
-    nibbles = HEX_NIBBLE[_gather(buf, start, 8)]
-    if not np.all(missing[..., None] | (nibbles < 16)):
+    words = _words_at(buf, start)
+    words[missing] = _EIGHT_ZEROS  # the bytes after an empty field are no digits: "00000000"
+    values = hex8_words(words)
+    return None if values is None else (values, missing)
+
+
+def _words_at(buf: npt.NDArray[np.uint8], start: npt.NDArray[np.intp]) -> npt.NDArray[np.uint64]:
+    """The 8 bytes at each of `start` as one little-endian uint64 (first byte lowest); `buf`
+    ends with at least 8 padding bytes."""
+    every: npt.NDArray[np.uint64] = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf,
+                                               strides=(1,))  # one per byte offset
+    return every[start]
+
+
+_L = np.uint64(0x0101010101010101)
+_EIGHT_ZEROS = np.uint64(0x3030303030303030)  # b"00000000"
+_H = np.uint64(0x8080808080808080)
+_LOW4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+
+
+def _at_least(words: npt.NDArray[np.uint64], byte: int) -> npt.NDArray[np.uint64]:
+    """Per byte of `words` (each < 0x80): its high bit set where the byte is >= `byte`
+    (<= 0x80). (b | 0x80) - byte never borrows from the next byte."""
+    return ((words | _H) - np.uint64(byte) * _L) & _H
+
+
+def hex8_words(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64] | None:
+    """Eight ASCII characters per uint64 (first character in the lowest byte) read as 8
+    lowercase hex digits, first digit most significant -> their value; None if any character
+    of any word is not one of 0-9a-f. Eight characters at once per array operation (SWAR):
+    measured 3-4x faster on 1,000 Criteo rows than a per-character table lookup."""
+    if np.any(words & _H):  # a byte >= 0x80
         return None
-    nibbles = np.where(missing[..., None], np.uint8(0), nibbles)
-    # two nibbles a byte, the 4 bytes read as one big-endian uint32: measured 3x faster on
-    # 1,000 rows than shifting every nibble to uint64 and or-reducing
-    packed = np.ascontiguousarray((nibbles[..., 0::2] << 4) | nibbles[..., 1::2])
-    values = packed.view(">u4")[..., 0].astype(np.uint64)
-    return values, missing
+    digit = _at_least(words, 0x30) & ~_at_least(words, 0x3A)
+    letter = _at_least(words, 0x61) & ~_at_least(words, 0x67)
+    if np.any((digit | letter) != _H):
+        return None
+    nibbles = (words & _LOW4) + (letter >> np.uint64(7)) * np.uint64(9)  # 'a' & 15 = 1 -> 10
+    # bytes (n0 n1)(n2 n3)...: 16-bit lanes holding n_even << 4 | n_odd in their low byte
+    pairs = ((nibbles & np.uint64(0x000F000F000F000F)) << np.uint64(4)) | (
+        (nibbles >> np.uint64(8)) & np.uint64(0x000F000F000F000F))
+    byte = np.uint64(0xFF)
+    return (((pairs & byte) << np.uint64(24)) | (((pairs >> np.uint64(16)) & byte) << np.uint64(16))
+            | (((pairs >> np.uint64(32)) & byte) << np.uint64(8)) | ((pairs >> np.uint64(48)) & byte))

@@ -16,7 +16,7 @@ from stages.publish.core.invocations import csv_invocation, json_invocation
 from stages.publish.core.requests import (
     ModelInputs, RequestError, RequestParser, json_to_inputs, text_to_inputs,
 )
-from stages.publish.core.text_rows import parse_body, parse_few, text_layout
+from stages.publish.core.text_rows import hex8_words, parse_body, parse_few, text_layout
 from stages.publish.synthetic import criteo_rows
 
 SCHEMA = load_schema("criteo")
@@ -212,3 +212,25 @@ def test_invocation_errors(payload: bytes, status: int, message: str) -> None:
     with pytest.raises(RequestError) as err:
         json_invocation(payload, 10, PARSER)
     assert err.value.status == status and message in str(err.value)
+
+
+def _word(text: bytes) -> np.ndarray:
+    return np.frombuffer(text, dtype="<u8").copy()
+
+
+def test_eight_hex_digits_at_once_read_every_value_and_refuse_every_other_byte() -> None:
+    values = np.random.default_rng(3).integers(0, 2**32, 10_000, dtype=np.uint64)
+    text = b"".join(b"%08x" % int(v) for v in values)
+    np.testing.assert_array_equal(hex8_words(_word(text)), values)
+    for extreme in (b"00000000", b"ffffffff", b"0000000f", b"f0000000"):
+        assert hex8_words(_word(extreme))[0] == int(extreme, 16)  # type: ignore[index]
+    hex_digits = set(b"0123456789abcdef")
+    for position in range(8):
+        for byte in range(256):
+            text = bytearray(b"19af20be")
+            text[position] = byte
+            got = hex8_words(_word(bytes(text)))
+            if byte in hex_digits:
+                assert got is not None and got[0] == int(bytes(text), 16)
+            else:
+                assert got is None, (position, byte)
