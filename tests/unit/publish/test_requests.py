@@ -16,7 +16,9 @@ from stages.publish.core.invocations import csv_invocation, json_invocation
 from stages.publish.core.requests import (
     ModelInputs, RequestError, RequestParser, json_to_inputs, text_to_inputs,
 )
-from stages.publish.core.text_rows import hex8_words, parse_body, parse_few, text_layout
+from stages.publish.core.text_rows import (
+    digits8_words, hex8_words, parse_body, parse_few, text_layout,
+)
 from stages.publish.synthetic import criteo_rows
 
 SCHEMA = load_schema("criteo")
@@ -135,17 +137,23 @@ _INT_FIELD = st.one_of(st.just(""), st.integers(-(10**18) + 1, 10**18 - 1).map(s
 _CAT_FIELD = st.one_of(st.just(""), st.integers(0, 2**32 - 1).map(lambda v: f"{v:08x}"))
 
 
+# at most 8 digits: the bodies the array parser reads eight characters at once
+_SHORT_INT_FIELD = st.one_of(st.just(""), st.integers(-(10**8) + 1, 10**8 - 1).map(str),
+                             st.sampled_from(["-0", "-007", "00", "-1", "99999999"]))
+
+
 @st.composite
-def _valid_row(draw: st.DrawFn) -> str:
-    fields = [draw(_INT_FIELD) for _ in DENSE_NAMES] + [draw(_CAT_FIELD) for _ in CAT_NAMES]
+def _valid_row(draw: st.DrawFn, ints: st.SearchStrategy[str] = _INT_FIELD) -> str:
+    fields = [draw(ints) for _ in DENSE_NAMES] + [draw(_CAT_FIELD) for _ in CAT_NAMES]
     if draw(st.booleans()):
         fields.insert(0, draw(st.sampled_from(["0", "1"])))
     return "\t".join(fields) + draw(st.sampled_from(["", "\r"]))
 
 
 @settings(max_examples=150, deadline=None)
-@given(rows=st.lists(_valid_row(), min_size=1, max_size=8), trailer=st.sampled_from(["", "\n",
-                                                                                     "\n\n"]))
+@given(rows=st.one_of(st.lists(_valid_row(), min_size=1, max_size=8),
+                      st.lists(_valid_row(_SHORT_INT_FIELD), min_size=1, max_size=8)),
+       trailer=st.sampled_from(["", "\n", "\n\n"]))
 def test_the_fast_parsers_equal_the_row_parser(rows: list[str], trailer: str) -> None:
     body = ("\n".join(rows) + trailer).encode()
     assert LAYOUT is not None
@@ -232,5 +240,24 @@ def test_eight_hex_digits_at_once_read_every_value_and_refuse_every_other_byte()
             got = hex8_words(_word(bytes(text)))
             if byte in hex_digits:
                 assert got is not None and got[0] == int(bytes(text), 16)
+            else:
+                assert got is None, (position, byte)
+
+
+def test_up_to_eight_digits_at_once_read_every_length_and_refuse_every_other_byte() -> None:
+    rng = np.random.default_rng(4)
+    for n in range(1, 9):
+        values = rng.integers(0, 10**n, 2_000)
+        texts = [b"%0*d" % (n, v) for v in values]  # leading zeros too
+        words = np.array([int.from_bytes((t + b"\t-x\xff\x00\x00\x00\x00")[:8], "little")
+                          for t in texts], np.uint64)  # whatever follows the field is ignored
+        np.testing.assert_array_equal(digits8_words(words, np.full(len(texts), n)), values)
+    for position in range(8):
+        for byte in range(256):
+            text = bytearray(b"90817263")
+            text[position] = byte
+            got = digits8_words(_word(bytes(text)), np.array([8]))
+            if chr(byte).isdigit() and byte < 128:
+                assert got is not None and got[0] == int(bytes(text)), (position, byte)
             else:
                 assert got is None, (position, byte)
