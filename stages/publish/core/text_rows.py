@@ -5,10 +5,10 @@ these say None).
 For a Criteo-like schema (`text_layout`: tab-separated by position, the label, int dense
 fields, then hex categorical fields, nothing else) a body of valid rows is validated and parsed
 either in one pass of NumPy array operations over its bytes (`parse_body`, no Python per row or
-per field; hex and short integer fields read eight characters at a time as uint64 words,
-`hex8_words` and `digits8_words`) or, for a body of a few rows, by one regular expression per row (`parse_few`: the
-array parser's fixed cost is about 0.3 ms, measured, more than a 1-row request's whole
-scoring). Both take exactly the same rows and give the same columns
+per field; hex and short integer fields are read eight characters at a time as uint64 words,
+`hex8_words` and `digits8_words`) or, for a body of a few rows, by one regular expression per
+row (`parse_few`: the array parser's fixed cost is about 0.3 ms, measured, more than a 1-row
+request's whole scoring). Both take exactly the same rows and give the same columns
 (`tests/unit/publish/test_requests.py`).
 """
 
