@@ -29,8 +29,10 @@ import numpy.typing as npt
 
 from stages.common.raw import RawColumns, string_value
 from stages.common.schema import CategoricalField, FeatureSchema, MultiField
-from stages.publish.core.text_rows import hex8_words
 
+_HEX_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_HEX_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_NIBBLE_SHIFT = np.arange(28, -1, -4, dtype=np.uint64)
 _EXACT = 2.0 ** 53  # integers below this convert to float64 exactly
 _U64 = 1 << 64
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -153,13 +155,14 @@ def _hex8_column(cells: Sequence[Any]) -> tuple[npt.NDArray[np.uint64], npt.NDAr
     if not set(map(len, present)) <= {8}:
         return None
     try:
-        decoded = hex8_words(np.frombuffer("".join(present).encode("ascii"), dtype="<u8"))
+        digits = np.frombuffer("".join(present).encode("ascii"), dtype=np.uint8)
     except UnicodeEncodeError:
         return None
-    if decoded is None:
+    nibbles = _HEX_NIBBLE[digits].reshape(-1, 8)
+    if np.any(nibbles >= 16):
         return None
     values = np.zeros(len(cells), dtype=np.uint64)
-    values[~missing] = decoded
+    values[~missing] = np.bitwise_or.reduce(nibbles.astype(np.uint64) << _NIBBLE_SHIFT, axis=1)
     return values, missing
 
 
