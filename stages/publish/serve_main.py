@@ -50,6 +50,7 @@ def build_app(options: ServeOptions) -> FastAPI:
     from stages.publish.serving import ModelFollower, create_app
     from stages.publish.wakeup import Wakeup, versions_channel
 
+    _one_blas_thread()
     common = load_settings(CommonSettings,
                            **({"model_name": options.model} if options.model else {}))
     settings = _settings(options)
@@ -63,6 +64,18 @@ def build_app(options: ServeOptions) -> FastAPI:
     follower = ModelFollower(Registry(common), options.alias, work, settings.serve_poll_s,
                              wakeup)
     return create_app(follower, settings, on_stop=wakeup.close if wakeup else None)
+
+
+def _one_blas_thread() -> None:
+    """One BLAS thread in this process. OpenBLAS's default, a thread per core, made every
+    forward pass of a few rows keep the second core spinning for no gain: same latency, twice
+    the CPU (measured on the bench model: 25 rows 0.17 ms either way, CPU 0.33 vs 0.17 ms), CPU
+    that the event loop, the other workers and the clients need. 1-row requests at 50
+    connections went 3,900-4,100 -> 5,600-6,000 requests/s (bench/RESULTS-serving.md, session
+    6). `--workers` is how serving uses more cores."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 def worker_app() -> FastAPI:
