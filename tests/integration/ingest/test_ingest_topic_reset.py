@@ -68,6 +68,36 @@ class Broker:
             future.result(15)
 
 
+class PipedIngest:
+    """`run_ingest` in a thread, reading the lines the test writes to `sink`."""
+
+    def __init__(self, common: CommonSettings, settings: IngestSettings, **options: Any) -> None:
+        read_fd, write_fd = os.pipe()
+        source = os.fdopen(read_fd, "rb")
+        self.sink = os.fdopen(write_fd, "wb")
+        self._result: dict[str, Any] = {}
+
+        def ingest() -> None:
+            try:
+                self._result["summary"] = run_ingest(common, settings, source, progress=False,
+                                                     **options)
+            except BaseException as exc:  # re-raised by `finish`
+                self._result["error"] = exc
+
+        self._thread = threading.Thread(target=ingest, daemon=True)
+        self._thread.start()
+
+    def finish(self, timeout_s: float) -> IngestSummary:
+        """Close the sink, wait for ingest to end: its summary (its error raised)."""
+        self.sink.close()
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "ingest did not end"
+        if "error" in self._result:
+            raise self._result["error"]
+        summary: IngestSummary = self._result["summary"]
+        return summary
+
+
 @pytest.fixture()
 def broker(tmp_path: Path) -> Iterator[Broker]:
     own = Broker(tmp_path)
@@ -106,20 +136,9 @@ def test_records_lost_with_the_broker_are_sent_again_and_stored_once(
         FeaturesSettings, group=f"{common.redis_namespace}-features",
         dlq_topic=f"{common.redis_namespace}.features.dlq", stats_interval_s=1,
     )
-    read_fd, write_fd = os.pipe()
-    source = os.fdopen(read_fd, "rb")
-    sink = os.fdopen(write_fd, "wb")
-    settings = load_settings(IngestSettings, linger_ms=5, topic_watch_interval_s=0.5)
-    result: dict[str, Any] = {}
-
-    def ingest() -> None:
-        try:
-            result["summary"] = run_ingest(common, settings, source, progress=False)
-        except BaseException as exc:  # re-raised by the test below
-            result["error"] = exc
-
-    thread = threading.Thread(target=ingest, daemon=True)
-    thread.start()
+    ingest = PipedIngest(
+        common, load_settings(IngestSettings, linger_ms=5, topic_watch_interval_s=0.5))
+    sink = ingest.sink
     try:
         # A: acknowledged and stored before the broker goes
         sink.write(b"\n".join(part_a) + b"\n")
@@ -139,11 +158,7 @@ def test_records_lost_with_the_broker_are_sent_again_and_stored_once(
         sink.write(b"\n".join(part_c) + b"\n")
     finally:
         sink.close()
-        thread.join(120)
-    assert not thread.is_alive(), "ingest did not end"
-    if "error" in result:
-        raise result["error"]
-    summary: IngestSummary = result["summary"]
+    summary = ingest.finish(120)
     assert (summary.sent, summary.failed, summary.dead_lettered) == (5000, 0, 0)
     assert summary.topic_resets == 1
     assert summary.resent_after_topic_reset == len(part_a) + len(part_b)
@@ -225,24 +240,10 @@ def test_steady_ingest_through_keeper_restarts_loses_and_repeats_nothing(
             except BaseException as exc:  # re-raised by the test below
                 worker["error"] = exc
 
-        read_fd, write_fd = os.pipe()
-        source = os.fdopen(read_fd, "rb")
-        sink = os.fdopen(write_fd, "wb")
-        ingest: dict[str, Any] = {}
-
-        def send() -> None:
-            try:
-                ingest["summary"] = run_ingest(
-                    common, load_settings(IngestSettings, linger_ms=5), source,
-                    rate=20_000, progress=False,
-                )
-            except BaseException as exc:  # re-raised by the test below
-                ingest["error"] = exc
-
         thread = threading.Thread(target=consume, daemon=True)
         thread.start()
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
+        ingest = PipedIngest(common, load_settings(IngestSettings, linger_ms=5), rate=20_000)
+        sink = ingest.sink
         client = redis.Redis.from_url(common.redis_url)
         try:
             try:
@@ -258,11 +259,7 @@ def test_steady_ingest_through_keeper_restarts_loses_and_repeats_nothing(
                     sink.write(block)
             finally:
                 sink.close()
-            sender.join(180)
-            assert not sender.is_alive(), "ingest did not end"
-            if "error" in ingest:
-                raise ingest["error"]
-            summary: IngestSummary = ingest["summary"]
+            summary = ingest.finish(180)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 now = read_counters(client, common.redis_namespace)
